@@ -1,0 +1,11 @@
+"""vramplan: will this fine-tuning or inference run fit on this GPU, and if not, what to change.
+
+    import vramplan
+    plan = vramplan.estimate(model="13b", gpu="t4", method="qlora", seq_len=1024)
+    plan.fits, plan.peak_allocated_bytes, plan.components()
+"""
+from vramplan.errors import InputError
+from vramplan.estimate import estimate, make_run, plan
+
+__version__ = "0.1.0"
+__all__ = ["InputError", "estimate", "make_run", "plan", "__version__"]

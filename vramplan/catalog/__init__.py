@@ -1,0 +1,95 @@
+"""The bundled model catalog (`models.toml`) and name lookup with "did you mean".
+
+Names match case-insensitively and ignore '-', '_', '.' and spaces, so
+`Llama-3.1-8B`, `llama_3_1_8b` and `LLAMA-3.1-8b` are one name. Every model answers to
+its catalog key, its `aliases`, its `hf_id` and the part of `hf_id` after the '/'.
+"""
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+import tomllib
+from importlib import resources
+
+from vramplan.errors import InputError, from_validation_error
+from vramplan.specs.model import ModelSpec
+
+_IGNORED = re.compile(r"[-_.\s]")
+
+
+def normalize_name(name: str) -> str:
+    """The form names are compared in: lower case without '-', '_', '.' or spaces."""
+    return _IGNORED.sub("", name.strip().lower())
+
+
+def lookup(name: str, index: dict[str, str], field: str, kind: str, list_hint: str) -> str:
+    """The key that `name` means in `index` (normalized name -> key).
+
+    Unknown names raise InputError with up to three close matches (difflib); a name that is
+    the start of several keys or aliases (`llama-2`) is ambiguous and lists them.
+    """
+    wanted = normalize_name(name)
+    if wanted in index:
+        return index[wanted]
+    starts = _unique(key for n, key in index.items() if wanted and n.startswith(wanted))
+    if len(starts) > 1:
+        raise InputError(
+            field, f"ambiguous {kind} '{name}' could be: {', '.join(starts[:6])} ({list_hint})"
+        )
+    close = difflib.get_close_matches(wanted, list(index), n=8, cutoff=0.6)
+    suggestions = _unique(index[n] for n in close)[:3]
+    suggestions = suggestions or starts
+    hint = f"; did you mean: {', '.join(suggestions)}? ({list_hint})" if suggestions else f" ({list_hint})"
+    raise InputError(field, f"unknown {kind} '{name}'{hint}")
+
+
+def _unique(keys) -> list[str]:
+    return list(dict.fromkeys(keys))
+
+
+@functools.cache
+def _catalog() -> tuple[dict[str, ModelSpec], dict[str, list[str]], dict[str, str]]:
+    """Models by key, their aliases, and the normalized-name index. Loaded once."""
+    text = resources.files(__package__).joinpath("models.toml").read_text(encoding="utf-8")
+    tables = tomllib.loads(text)
+    models: dict[str, ModelSpec] = {}
+    aliases: dict[str, list[str]] = {}
+    index: dict[str, str] = {}
+    for key, table in tables.items():
+        fields = dict(table)
+        names = [key, *fields.pop("aliases", [])]
+        try:
+            spec = ModelSpec(name=key, source="catalog", **fields)
+        except Exception as exc:  # pydantic.ValidationError; keep pydantic out of the signature
+            raise from_validation_error(exc, prefix=f"models.toml [{key}].") from None
+        if spec.hf_id:
+            names += [spec.hf_id, spec.hf_id.split("/")[-1]]
+        for alias in names:
+            normalized = normalize_name(alias)
+            owner = index.setdefault(normalized, key)
+            if owner != key:
+                raise InputError("models.toml", f"name '{alias}' is used by both {owner} and {key}")
+        models[key] = spec
+        aliases[key] = _unique(names[1:])
+    return models, aliases, index
+
+
+def get_model(name: str) -> ModelSpec:
+    """The catalog model called `name` (key, alias or HF id; see module docstring)."""
+    models, _, index = _catalog()
+    key = lookup(name, index, "model", "model", "vramplan models lists all")
+    return models[key]
+
+
+def list_models() -> list[ModelSpec]:
+    """Every catalog model, in catalog order."""
+    return list(_catalog()[0].values())
+
+
+def model_aliases() -> dict[str, list[str]]:
+    """Catalog key -> the other names it answers to (aliases, HF id)."""
+    return {key: list(names) for key, names in _catalog()[1].items()}
+
+
+__all__ = ["get_model", "list_models", "model_aliases", "normalize_name", "lookup"]

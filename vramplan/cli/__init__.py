@@ -1,0 +1,1 @@
+"""Command-line shells. Each command module formats library results; none computes memory."""

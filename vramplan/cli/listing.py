@@ -1,0 +1,46 @@
+"""`vramplan models` and `vramplan gpus`: what the bundled catalog and profiles hold."""
+from __future__ import annotations
+
+import json
+
+from vramplan.cli.format import gib, table
+
+
+def add_parser(subparsers) -> None:
+    models = subparsers.add_parser("models", help="list the bundled model catalog",
+                                   description="List the bundled model catalog with aliases.")
+    models.add_argument("--json", action="store_true", help="print as JSON")
+    models.set_defaults(handler=run_models)
+    gpus = subparsers.add_parser("gpus", help="list the GPU profiles",
+                                 description="List the GPU profiles (gpu_profiles/*.toml).")
+    gpus.add_argument("--json", action="store_true", help="print as JSON")
+    gpus.set_defaults(handler=run_gpus)
+
+
+def run_models(args) -> int:
+    from vramplan.catalog import list_models, model_aliases
+    from vramplan.memory.parameters import parameter_count
+
+    aliases = model_aliases()
+    specs = list_models()
+    if args.json:
+        print(json.dumps([{**s.model_dump(mode="json"), "parameters": parameter_count(s),
+                           "aliases": aliases.get(s.name, [])} for s in specs], indent=2))
+        return 0
+    rows = [[s.name, f"{parameter_count(s) / 1e9:.2f}B", str(s.num_hidden_layers), str(s.hidden_size),
+             str(s.vocab_size), ", ".join(aliases.get(s.name, [])[:4])] for s in specs]
+    print(table(["model", "params", "layers", "hidden", "vocab", "aliases"], rows, align_right_from=1))
+    return 0
+
+
+def run_gpus(args) -> int:
+    from vramplan.gpus import list_gpus
+
+    gpus = list_gpus()
+    if args.json:
+        print(json.dumps([g.model_dump(mode="json") for g in gpus], indent=2))
+        return 0
+    rows = [[g.key, g.name, gib(g.total_memory_bytes), "yes" if g.bf16 else "no", ", ".join(g.aliases[:3])]
+            for g in gpus]
+    print(table(["key", "name", "GiB", "bf16", "aliases"], rows, align_right_from=2))
+    return 0

@@ -1,0 +1,62 @@
+"""`vramplan` entry point: argparse, one module per command, heavy imports inside commands."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Command modules, in the order `--help` lists them. Each has add_parser(subparsers) and
+# either run(args) or sets `handler` defaults on its parsers.
+COMMAND_MODULES = (
+    "vramplan.cli.fit",
+    "vramplan.cli.listing",
+)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="vramplan",
+        description="Will this fine-tuning or inference run fit on this GPU? How much room is left, "
+                    "what is the most that fits, and what is the cheapest change when it does not.",
+        epilog="start with: vramplan fit --model 13b --gpu t4",
+    )
+    from vramplan import __version__
+
+    parser.add_argument("--version", action="version", version=f"vramplan {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        before = set(subparsers.choices)
+        module.add_parser(subparsers)
+        if hasattr(module, "run"):
+            for name in set(subparsers.choices) - before:
+                subparsers.choices[name].set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vramplan.errors import InputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

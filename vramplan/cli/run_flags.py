@@ -1,0 +1,72 @@
+"""Command-line flags for every RunConfig field, generated from the model so none is missed."""
+from __future__ import annotations
+
+import argparse
+import typing
+
+from vramplan.errors import InputError
+from vramplan.specs.run import RunConfig
+
+# Short, friendly flag names for the knobs people turn most; every field also has its own.
+SHORT_FLAGS = {
+    "micro_batch_size": ("--batch", "-b"),
+    "seq_len": ("--seq", "-s"),
+    "lora_rank": ("--rank", "-r"),
+    "lora_targets": ("--targets",),
+    "grad_accum_steps": ("--accum",),
+    "weight_format": ("--format",),
+}
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _choices(annotation):
+    args = typing.get_args(annotation)
+    literal = [a for a in args if typing.get_origin(a) is typing.Literal] or (
+        [annotation] if typing.get_origin(annotation) is typing.Literal else [])
+    return list(typing.get_args(literal[0])) if literal else None
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """Add one flag per RunConfig field (default None: the RunConfig default applies)."""
+    group = parser.add_argument_group("run configuration (defaults follow the QLoRA recipe)")
+    for name, field in RunConfig.model_fields.items():
+        if name in skip:
+            continue
+        default = field.default
+        help_text = (field.description or "").replace("%", "%%")
+        help_text = f"{help_text} (default: {default})" if help_text else f"default: {default}"
+        flags = (flag_name(name), *SHORT_FLAGS.get(name, ()))
+        if field.annotation is bool:
+            group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        choices = _choices(field.annotation)
+        base = typing.get_args(field.annotation)[0] if typing.get_origin(field.annotation) is typing.Union else field.annotation
+        if choices:
+            group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")
+        elif base is int:
+            group.add_argument(*flags, dest=name, type=int, default=None, help=help_text, metavar="N")
+        elif base is float:
+            group.add_argument(*flags, dest=name, type=float, default=None, help=help_text, metavar="X")
+        else:  # lora_targets: comma-separated
+            group.add_argument(*flags, dest=name, default=None, help=help_text + "; comma-separated", metavar="NAMES")
+
+
+def run_fields_from_args(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in RunConfig.model_fields
+            if getattr(args, name, None) is not None}
+
+
+def run_config_from_args(args: argparse.Namespace) -> RunConfig:
+    """RunConfig from parsed flags; errors name the flag the user typed."""
+    from vramplan.estimate import make_run
+
+    try:
+        return make_run(**run_fields_from_args(args))
+    except InputError as exc:
+        field = exc.field.split(".")[0]
+        if field in RunConfig.model_fields:
+            raise InputError(flag_name(field), exc.message) from None
+        raise

@@ -1,0 +1,166 @@
+"""Activations saved for backward, per decoder layer, and the transients around them.
+
+The accounting follows the tensors autograd actually saves in a transformers decoder
+layer run under `torch.autocast` (the HF Trainer with bf16/fp16), with bitsandbytes-style
+quantized linears (which save only the packed weight) and peft LoRA:
+
+- RMSNorm computes in fp32: `pow` and `mul` save the fp32 input (4 h) and rstd (4)
+  (transformers/models/llama/modeling_llama.py, LlamaRMSNorm).
+- A frozen linear saves nothing per token; a trainable one (full fine-tuning) saves its
+  input cast to the compute dtype. Autocast casts non-leaf inputs per call, so three
+  projections of one fp32 input save three copies; an input already in the compute dtype
+  is one shared tensor.
+- LoRA (peft/tuners/lora/layer.py): dropout saves a 1-byte mask and lora_A saves the
+  dropout output cast to the compute dtype; lora_B saves lora_A's output (r values).
+- SDPA / flash attention save q, k, v, the output and a fp32 logsumexp per head; no s^2
+  term (Dao et al. 2022). Eager attention saves the fp32 softmax output and its
+  compute-dtype copy: H x s per token per layer.
+- The gated MLP saves the activation input, its output and the up projection (i each).
+Without gradient checkpointing all layers keep their saved set; with it (non-reentrant)
+each layer keeps only its input and one layer is recomputed during backward.
+"""
+from __future__ import annotations
+
+from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
+from vramplan.memory.lora import targeted_linears
+from vramplan.memory.xp import maximum
+
+
+def _consumer_group_bytes(names, in_features, input_bytes, compute_bytes, lora_names,
+                          trainable_weights: bool, dropout: bool, rank):
+    """Per-token bytes saved by linears `names` that all read one input of `input_bytes`."""
+    shared_input = False
+    saved = 0
+    for name in names:
+        if trainable_weights:
+            if input_bytes == compute_bytes:
+                shared_input = True
+            else:
+                saved += compute_bytes * in_features
+        if name in lora_names:
+            if dropout:
+                saved += (1 + compute_bytes) * in_features
+            elif input_bytes == compute_bytes:
+                shared_input = True
+            else:
+                saved += compute_bytes * in_features
+            saved += compute_bytes * rank
+    if shared_input:
+        saved += input_bytes * in_features
+    return saved
+
+
+def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
+    """Bytes one decoder layer saves for backward per token, by part (no checkpointing).
+
+    Returns a dict: attention_norm, qkv_inputs, attention_core, o_proj_input, mlp_norm,
+    mlp_inputs, mlp_intermediate. `seq_len` enters only through eager attention's s^2 term.
+    """
+    rank = run.lora_rank if rank is None else rank
+    h, i, q, kv, heads = (model.hidden_size, model.intermediate_size, model.q_dim,
+                          model.kv_dim, model.num_attention_heads)
+    c = DTYPE_BYTES[dtypes.compute]
+    r_bytes = DTYPE_BYTES[dtypes.residual]
+    norm_out = max(r_bytes, DTYPE_BYTES[dtypes.float_weights])
+    full = run.method == "full"
+    lora_names = {lin.name for lin in targeted_linears(model, run.lora_targets)} if run.uses_lora else set()
+    dropout = run.lora_dropout > 0
+
+    def out_bytes(input_bytes):  # quantized linears return the input dtype (bnb), float ones compute dtype
+        return input_bytes if dtypes.base_quantized else c
+
+    def group(names, in_features, input_bytes):
+        return _consumer_group_bytes(names, in_features, input_bytes, c, lora_names, full, dropout, rank)
+
+    norm = (4 * h + 4) + (r_bytes * h if full else 0)
+    qkv_names = ("qkv_proj",) if model.fused_qkv else ("q_proj", "k_proj", "v_proj")
+    parts = {"attention_norm": norm, "qkv_inputs": group(qkv_names, h, norm_out)}
+
+    if run.attention == "eager":
+        probs = (4 + c) * heads * seq_len
+        if model.final_logit_softcapping:  # Gemma-2 also soft-caps attention scores: tanh saves its output
+            probs = probs + c * heads * seq_len
+        parts["attention_core"] = 3 * c * q + probs
+    else:
+        parts["attention_core"] = c * (q + 2 * kv) + c * q + 4 * heads
+    parts["o_proj_input"] = group(("o_proj",), q, c)
+    parts["mlp_norm"] = norm
+
+    if model.is_moe:
+        k = model.num_experts_per_tok
+        gate_out = out_bytes(norm_out)
+        expert = (group(("w1", "w3"), h, norm_out) + 3 * gate_out * i
+                  + group(("w2",), i, gate_out) + out_bytes(gate_out) * h)
+        parts["mlp_inputs"] = group(("gate",), h, norm_out) + 4 * model.num_local_experts
+        parts["mlp_intermediate"] = k * expert
+    else:
+        gate_out = out_bytes(norm_out)
+        names = ("gate_up_proj",) if model.fused_gate_up else ("gate_proj", "up_proj")
+        parts["mlp_inputs"] = group(names, h, norm_out)
+        parts["mlp_intermediate"] = 3 * gate_out * i + group(("down_proj",), i, gate_out)
+    return parts
+
+
+def per_layer_weight_copies(model, run, dtypes: RunDtypes, rank=None):
+    """Bytes per layer of weights that autocast casts and autograd saves (not per token).
+
+    Autocast caches the compute-dtype copy of every leaf parameter that requires grad
+    (aten/src/ATen/autocast_mode.cpp, `cached_cast`) and matmul saves it: for fp32 LoRA
+    adapters that is r x (in + out) per module; for mixed-precision full fine-tuning every
+    linear weight.
+    """
+    rank = run.lora_rank if rank is None else rank
+    c = DTYPE_BYTES[dtypes.compute]
+    if run.method == "full" and DTYPE_BYTES[dtypes.trainable] != c:
+        return sum(c * lin.in_features * lin.out_features * lin.count for lin in model.layer_linears())
+    if run.uses_lora and DTYPE_BYTES[dtypes.lora] != c:
+        return sum(c * rank * (lin.in_features + lin.out_features) * lin.count
+                   for lin in targeted_linears(model, run.lora_targets))
+    return 0
+
+
+def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
+    """Gradients of one layer's intermediates alive at once during its backward.
+
+    MLP: mul backward holds grad(prod), grad(act), grad(up) (3 x i); attention (flash/
+    SDPA): dq, dk, dv plus flash's fp32 dq accumulator; eager: the s^2 score gradients.
+    """
+    c = DTYPE_BYTES[dtypes.compute]
+    r_bytes = DTYPE_BYTES[dtypes.residual]
+    mlp_bytes = r_bytes if dtypes.base_quantized else c
+    i = model.intermediate_size
+    mlp = 3 * mlp_bytes * i * (model.num_experts_per_tok if model.is_moe else 1)
+    if run.attention == "eager":
+        attention = (4 + 2 * c) * model.num_attention_heads * seq_len
+    else:
+        attention = c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim
+    return maximum(mlp, attention) + 2 * r_bytes * model.hidden_size
+
+
+def dequant_temp_bytes(model, dtypes: RunDtypes):
+    """One dequantized weight in compute dtype, alive during each NF4/FP4 matmul (fwd and bwd).
+
+    bitsandbytes `MatMul4Bit` runs `F.linear(A, dequantize_4bit(B).to(A.dtype).t())`
+    (bitsandbytes/autograd/_functions.py); the largest decoder linear bounds it.
+    """
+    if dtypes.weight_format not in ("nf4", "fp4"):
+        return 0
+    largest = max(lin.in_features * lin.out_features for lin in model.layer_linears())
+    return largest * DTYPE_BYTES[dtypes.compute]
+
+
+def checkpoint_bytes_per_token(model, dtypes: RunDtypes):
+    """Gradient checkpointing keeps each layer's input hidden state: h in the residual dtype."""
+    return DTYPE_BYTES[dtypes.residual] * model.hidden_size
+
+
+def inference_transient_per_token(model, dtypes: RunDtypes):
+    """Largest set of live temporaries inside one layer during prefill (no autograd).
+
+    MLP: gate/act, up and their product (3 x i); attention: q, k, v, output and its
+    contiguous copy; RMSNorm: two fp32 copies of the hidden state. Plus the residual.
+    """
+    c = DTYPE_BYTES[dtypes.compute]
+    h, i, q, kv = model.hidden_size, model.intermediate_size, model.q_dim, model.kv_dim
+    k = model.num_experts_per_tok if model.is_moe else 1
+    return 2 * c * h + max(3 * c * i * k, c * (3 * q + 2 * kv), (8 + c) * h)

@@ -1,0 +1,84 @@
+"""Optimizer state and the temporaries of one optimizer step.
+
+Per tensor, because bitsandbytes decides per tensor: 8-bit state only for tensors of at
+least `min_8bit_size` = 4096 elements, paged (CUDA managed) buffers only for tensors of
+at least 1e5 elements (bitsandbytes/optim/optimizer.py, `get_state_buffer`, `init_state`).
+Paged state is invisible to `torch.cuda.max_memory_allocated`; it is returned separately.
+"""
+from __future__ import annotations
+
+from vramplan.memory.xp import allocation_bytes, ceil_div, maximum, where
+
+MIN_8BIT_SIZE = 4096
+MIN_PAGED_SIZE = 100_000
+BNB_8BIT_BLOCKSIZE = 256  # blockwise 8-bit optimizer state (bitsandbytes >= 0.44)
+DYNAMIC_MAP_BYTES = 256 * 4  # qmap1 / qmap2, shared by all tensors
+
+
+def _adam_8bit_tensor(numel, paged: bool):
+    """(device bytes, paged bytes) of one tensor's 8-bit Adam state: 2 x uint8 + 2 x fp32 absmax/256."""
+    absmax = 2 * allocation_bytes(ceil_div(numel, BNB_8BIT_BLOCKSIZE) * 4)
+    codes = 2 * numel
+    is_8bit = numel >= MIN_8BIT_SIZE
+    is_paged = (numel >= MIN_PAGED_SIZE) & paged
+    fp32_state = 2 * allocation_bytes(numel * 4)
+    device = where(is_8bit, absmax + where(is_paged, 0, 2 * allocation_bytes(numel)), fp32_state)
+    paged_bytes = where(is_8bit & is_paged, codes, 0)
+    return device, paged_bytes
+
+
+def optimizer_state_bytes(optimizer: str, groups, param_bytes: int):
+    """(device bytes, paged bytes) of optimizer state for trainable tensor groups.
+
+    adamw: exp_avg + exp_avg_sq in the parameter dtype = 2 x P (torch/optim/adamw.py; the
+    step counter is a CPU scalar). 32-bit bitsandbytes state is always fp32: 2 x 4 B.
+    8-bit: 2 x 1 B + 2 x 4 B per 256 (the NOTES' 2.03125 B/param). sgd_momentum: 1 x P.
+    adafactor (transformers.optimization.Adafactor, beta1=None): factored row+col second
+    moment for matrices, full second moment for vectors, in the gradient dtype.
+    """
+    device = paged = 0
+    for g in groups:
+        numel = g.rows * g.cols
+        if optimizer in ("adamw", "adamw_fused"):
+            device += 2 * allocation_bytes(numel * param_bytes) * g.count
+        elif optimizer == "paged_adamw":
+            is_paged = numel >= MIN_PAGED_SIZE
+            device += where(is_paged, 0, 2 * allocation_bytes(numel * 4)) * g.count
+            paged += where(is_paged, 2 * numel * 4, 0) * g.count
+        elif optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+            tensor_device, tensor_paged = _adam_8bit_tensor(numel, optimizer == "paged_adamw_8bit")
+            device += tensor_device * g.count
+            paged += tensor_paged * g.count
+        elif optimizer == "sgd":
+            pass
+        elif optimizer == "sgd_momentum":
+            device += allocation_bytes(numel * param_bytes) * g.count
+        elif optimizer == "adafactor":
+            if g.is_matrix:
+                device += (allocation_bytes(g.rows * param_bytes) + allocation_bytes(g.cols * param_bytes)) * g.count
+            else:
+                device += allocation_bytes(numel * param_bytes) * g.count
+        else:
+            raise ValueError(f"unknown optimizer {optimizer}")
+    if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+        device += 2 * allocation_bytes(DYNAMIC_MAP_BYTES)
+    return device, paged
+
+
+def optimizer_step_temp_bytes(optimizer: str, groups, param_bytes: int):
+    """Temporaries alive during `optimizer.step()` on top of state and gradients.
+
+    adamw (foreach, torch's default on CUDA): `torch._foreach_sqrt(exp_avg_sqs)` makes one
+    full copy of the second moment, 1 x P over all tensors (torch/optim/adamw.py,
+    `_multi_tensor_adamw`). Fused and bitsandbytes kernels update in place: 0.
+    adafactor loops per tensor: `grad**2 + eps` and the approximated second moment, two
+    fp32 copies of the largest tensor, plus an fp32 copy of it when it is not fp32.
+    sgd with momentum clones the gradient into the buffer on the first step only.
+    """
+    if optimizer == "adamw":
+        return sum(allocation_bytes(g.rows * g.cols * param_bytes) * g.count for g in groups)
+    if optimizer == "adafactor":
+        largest = maximum(0, *[g.rows * g.cols for g in groups])
+        copies = 2 + (0 if param_bytes == 4 else 2)
+        return copies * allocation_bytes(largest * 4)
+    return 0

@@ -1,0 +1,77 @@
+"""The parameter tensors of a decoder-only transformer, grouped by shape.
+
+A `TensorGroup` is `count` tensors of shape (rows, cols) (cols == 1 for vectors). The
+memory model sums bytes per tensor (each tensor is its own allocation), so keeping
+tensors separate matters for allocator rounding, 8-bit optimizer thresholds and
+Adafactor's factored state.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from vramplan.specs.model import ModelSpec
+
+
+class TensorGroup(NamedTuple):
+    name: str
+    rows: int
+    cols: int
+    count: int
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.cols > 1
+
+
+def linear_weight_groups(model: ModelSpec) -> list[TensorGroup]:
+    """Weights (out x in) of every `nn.Linear` inside the decoder layers."""
+    layers = model.num_hidden_layers
+    return [
+        TensorGroup(f"{lin.name}.weight", lin.out_features, lin.in_features, lin.count * layers)
+        for lin in model.layer_linears()
+    ]
+
+
+def linear_bias_groups(model: ModelSpec) -> list[TensorGroup]:
+    layers = model.num_hidden_layers
+    return [
+        TensorGroup(f"{lin.name}.bias", lin.out_features, 1, lin.count * layers)
+        for lin in model.layer_linears()
+        if lin.bias
+    ]
+
+
+def norm_groups(model: ModelSpec) -> list[TensorGroup]:
+    """RMSNorm weights: `norms_per_layer` per layer plus the final norm."""
+    per_layer = model.norms_per_layer * model.num_hidden_layers
+    return [TensorGroup("norm.weight", model.hidden_size, 1, per_layer + 1)]
+
+
+def embedding_groups(model: ModelSpec) -> list[TensorGroup]:
+    """Token embedding, and the lm_head unless tied to it."""
+    groups = [TensorGroup("embed_tokens.weight", model.vocab_size, model.hidden_size, 1)]
+    if not model.tie_word_embeddings:
+        groups.append(TensorGroup("lm_head.weight", model.vocab_size, model.hidden_size, 1))
+    return groups
+
+
+def unquantized_groups(model: ModelSpec) -> list[TensorGroup]:
+    """What bitsandbytes leaves in a float dtype: embeddings, lm_head, norms, biases."""
+    return embedding_groups(model) + norm_groups(model) + linear_bias_groups(model)
+
+
+def all_parameter_groups(model: ModelSpec) -> list[TensorGroup]:
+    return linear_weight_groups(model) + unquantized_groups(model)
+
+
+def count_elements(groups) -> int:
+    return sum(group.numel * group.count for group in groups)
+
+
+def parameter_count(model: ModelSpec) -> int:
+    """Total parameters, as `sum(p.numel() for p in model.parameters())` counts them."""
+    return count_elements(all_parameter_groups(model))

@@ -1,0 +1,150 @@
+"""Frozen base weights, per storage format.
+
+Which modules are quantized follows transformers' bitsandbytes/GPTQ/AWQ integrations:
+only the `nn.Linear` layers inside the decoder; embeddings, lm_head, norms and biases
+stay in a float dtype (`dtypes.RunDtypes.float_weights`). GGUF (llama.cpp) also
+quantizes the token embedding and output matrix.
+"""
+from __future__ import annotations
+
+from vramplan.memory import parameters
+from vramplan.memory.xp import allocation_bytes, ceil_div
+
+NF4_CODE_ENTRIES = 16  # fp32 entries of the 4-bit code table (quant_map)
+DYNAMIC_MAP_ENTRIES = 256  # fp32 entries of the signed dynamic 8-bit map (nested_quant_map)
+NESTED_BLOCKSIZE = 256  # bitsandbytes always double-quantizes absmax in blocks of 256
+
+
+def nf4_state_tensor_bytes(numel: int, blocksize: int = 64, double_quant: bool = True) -> dict[str, int]:
+    """Exact bytes of each tensor bitsandbytes' `quantize_4bit` keeps for one weight (NF4 or FP4).
+
+    packed = ceil(n/2) uint8 (two codes per byte); absmax = ceil(n/blocksize) fp32, or with
+    double quantization uint8 + nested_absmax = ceil(blocks/256) fp32 + a 0-dim fp32 offset
+    + the 256-entry fp32 dynamic map; quant_map = 16 fp32. Source: bitsandbytes/functional.py
+    (quantize_4bit, quantize_blockwise), QLoRA paper §3 (0.127 bits/param of constants).
+    """
+    blocks = ceil_div(numel, blocksize)
+    sizes = {"packed": ceil_div(numel, 2), "quant_map": NF4_CODE_ENTRIES * 4}
+    if double_quant:
+        sizes["absmax"] = blocks
+        sizes["nested_absmax"] = ceil_div(blocks, NESTED_BLOCKSIZE) * 4
+        sizes["nested_quant_map"] = DYNAMIC_MAP_ENTRIES * 4
+        sizes["offset"] = 4
+    else:
+        sizes["absmax"] = blocks * 4
+    return sizes
+
+
+def int8_tensor_bytes(rows: int, cols: int) -> dict[str, int]:
+    """LLM.int8 (bitsandbytes Int8Params): int8 weight + one fp32 scale per output row (SCB)."""
+    return {"packed": rows * cols, "SCB": rows * 4}
+
+
+def gptq_tensor_bytes(rows: int, cols: int, bits: int, group_size: int) -> dict[str, int]:
+    """GPTQ (auto-gptq / gptqmodel layout) for a weight of `rows` outputs x `cols` inputs.
+
+    qweight int32 [cols*bits/32, rows]; qzeros int32 [groups, rows*bits/32];
+    scales fp16 [groups, rows]; g_idx int32 [cols]; groups = ceil(cols/group_size).
+    """
+    groups = ceil_div(cols, group_size)
+    return {
+        "packed": ceil_div(cols * bits, 32) * rows * 4,
+        "qzeros": groups * ceil_div(rows * bits, 32) * 4,
+        "scales": groups * rows * 2,
+        "g_idx": cols * 4,
+    }
+
+
+def awq_tensor_bytes(rows: int, cols: int, group_size: int) -> dict[str, int]:
+    """AWQ GEMM layout: qweight int32 [cols, rows/8]; qzeros int32 [groups, rows/8]; scales fp16 [groups, rows]."""
+    groups = ceil_div(cols, group_size)
+    return {
+        "packed": cols * ceil_div(rows, 8) * 4,
+        "qzeros": groups * ceil_div(rows, 8) * 4,
+        "scales": groups * rows * 2,
+    }
+
+
+# GGUF block types: (elements per block, bytes per block), from ggml's type traits (ggml.c).
+GGUF_BLOCKS = {
+    "q4_0": (32, 18),
+    "q8_0": (32, 34),
+    "q4_k": (256, 144),
+    "q5_k": (256, 176),
+    "q6_k": (256, 210),
+}
+
+
+def gguf_use_more_bits(layer: int, layers: int) -> bool:
+    """llama.cpp's rule for which layers get Q6_K in the _M mixes (llama-quant.cpp)."""
+    eighth = layers // 8
+    return layer < eighth or layer >= 7 * layers // 8 or (layer - eighth) % 3 == 2
+
+
+def gguf_tensor_type(fmt: str, role: str, layer: int = 0, layers: int = 1) -> str:
+    """Block type llama.cpp picks for one tensor (`role`: attn_v, ffn_down, token_embd, output, other)."""
+    base = {"gguf-q4_0": "q4_0", "gguf-q8_0": "q8_0", "gguf-q6_k": "q6_k",
+            "gguf-q4_k_m": "q4_k", "gguf-q5_k_m": "q5_k"}[fmt]
+    if role == "output" and base not in ("q8_0",):
+        return "q6_k"
+    if fmt in ("gguf-q4_k_m", "gguf-q5_k_m") and role in ("attn_v", "ffn_down"):
+        return "q6_k" if gguf_use_more_bits(layer, layers) else base
+    return base
+
+
+def gguf_tensor_bytes(numel: int, block_type: str) -> int:
+    elements, nbytes = GGUF_BLOCKS[block_type]
+    return ceil_div(numel, elements) * nbytes
+
+
+_GGUF_ROLES = {"v_proj": "attn_v", "down_proj": "ffn_down", "w2": "ffn_down"}
+
+
+def quantized_linear_tensors(model, fmt: str, blocksize: int, double_quant: bool, group_size: int):
+    """Yield (tensor sizes dict, how many such weights) for every decoder linear in `fmt`."""
+    layers = model.num_hidden_layers
+    for group in parameters.linear_weight_groups(model):
+        rows, cols = group.rows, group.cols
+        if fmt in ("nf4", "fp4"):
+            yield nf4_state_tensor_bytes(rows * cols, blocksize, double_quant), group.count
+        elif fmt == "int8":
+            yield int8_tensor_bytes(rows, cols), group.count
+        elif fmt.startswith("gptq-"):
+            yield gptq_tensor_bytes(rows, cols, int(fmt.split("-")[1].rstrip("bit")), group_size), group.count
+        elif fmt == "awq-4bit":
+            yield awq_tensor_bytes(rows, cols, group_size), group.count
+        elif fmt.startswith("gguf-"):
+            role = _GGUF_ROLES.get(group.name.split(".")[0], "other")
+            per_layer = group.count // layers
+            for layer in range(layers):
+                block_type = gguf_tensor_type(fmt, role, layer, layers)
+                yield {"packed": gguf_tensor_bytes(rows * cols, block_type)}, per_layer
+        else:
+            raise ValueError(f"not a quantized format: {fmt}")
+
+
+def quantized_weight_bytes(model, fmt: str, blocksize: int = 64, double_quant: bool = True,
+                           group_size: int = 128) -> tuple[int, int]:
+    """(packed code bytes, quantization-state bytes) of all decoder linears, allocator-rounded."""
+    codes = state = 0
+    for sizes, count in quantized_linear_tensors(model, fmt, blocksize, double_quant, group_size):
+        for name, nbytes in sizes.items():
+            if name == "packed":
+                codes += allocation_bytes(nbytes) * count
+            else:
+                state += allocation_bytes(nbytes) * count
+    return codes, state
+
+
+def tensor_group_bytes(groups, bytes_per_element: int) -> int:
+    """Allocator-rounded bytes of a list of TensorGroups held in one dtype."""
+    return sum(allocation_bytes(g.numel * bytes_per_element) * g.count for g in groups)
+
+
+def gguf_embedding_bytes(model, fmt: str) -> int:
+    """GGUF also quantizes token_embd (base type) and output (Q6_K for the k-quant mixes)."""
+    elements = model.vocab_size * model.hidden_size
+    total = gguf_tensor_bytes(elements, gguf_tensor_type(fmt, "token_embd"))
+    if not model.tie_word_embeddings:
+        total += gguf_tensor_bytes(elements, gguf_tensor_type(fmt, "output"))
+    return total

@@ -1,0 +1,33 @@
+"""`--model` and `--gpu` text -> specs. Models: a local path, then the local HF cache,
+then the bundled catalog (whose errors suggest close names)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from vramplan.catalog import get_model
+from vramplan.errors import InputError
+from vramplan.gpus import get_gpu as resolve_gpu
+from vramplan.sources.local import LocalModel, load_from_hf_cache, load_local
+from vramplan.specs.model import ModelSpec
+
+
+def resolve_local(text: str) -> LocalModel | None:
+    """The local model `text` names (path or cached HF repo id), or None if it names none."""
+    path = Path(text).expanduser()
+    if path.exists():
+        return load_local(path)
+    if text.endswith(".json") or text.startswith((".", "~", "/")):
+        raise InputError("model", f"no such file or folder: {text}")
+    return load_from_hf_cache(text)
+
+
+def resolve_model(text: str) -> ModelSpec:
+    """The ModelSpec for `--model`: path, HF cache repo id, or catalog name."""
+    text = text.strip()
+    if not text:
+        raise InputError("model", "give a catalog name, a config.json, a model folder or an HF repo id")
+    local = resolve_local(text)
+    return local.spec if local else get_model(text)
+
+
+__all__ = ["resolve_model", "resolve_local", "resolve_gpu"]

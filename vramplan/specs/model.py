@@ -1,0 +1,111 @@
+"""ModelSpec: the architecture numbers the memory model needs, nothing else.
+
+A spec comes from the bundled catalog, an HF `config.json`, a local model folder or a
+safetensors header; `layer_linears()` lists the `nn.Linear` modules of one decoder layer
+with the names Hugging Face uses (the names LoRA `target_modules` match).
+"""
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Architecture = Literal["llama", "mistral", "mixtral", "qwen2", "gemma2", "phi3"]
+
+
+class LinearShape(NamedTuple):
+    """One kind of `nn.Linear` in a decoder layer; `count` copies of it (MoE experts)."""
+
+    name: str
+    in_features: int
+    out_features: int
+    bias: bool = False
+    count: int = 1
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    architecture: Architecture = "llama"
+    hidden_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int = Field(default=0, ge=0, description="0 means same as attention heads")
+    head_dim: int = Field(default=0, ge=0, description="0 means hidden_size // num_attention_heads")
+    vocab_size: int = Field(gt=0)
+    tie_word_embeddings: bool = False
+    num_local_experts: int = Field(default=1, ge=1)
+    num_experts_per_tok: int = Field(default=1, ge=1)
+    attention_bias: bool = False
+    fused_qkv: bool = False
+    fused_gate_up: bool = False
+    norms_per_layer: int = Field(default=2, ge=0)
+    final_logit_softcapping: bool = False
+    max_position_embeddings: int = Field(default=4096, gt=0)
+    hf_id: str = ""
+    source: str = "catalog"
+
+    @model_validator(mode="after")
+    def _derive(self) -> "ModelSpec":
+        if self.num_key_value_heads == 0:
+            object.__setattr__(self, "num_key_value_heads", self.num_attention_heads)
+        if self.head_dim == 0:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"head_dim: hidden_size {self.hidden_size} is not divisible by "
+                    f"num_attention_heads {self.num_attention_heads}; give head_dim explicitly"
+                )
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_key_value_heads: {self.num_key_value_heads} must divide "
+                f"num_attention_heads {self.num_attention_heads}"
+            )
+        if self.num_experts_per_tok > self.num_local_experts:
+            raise ValueError("num_experts_per_tok: must be at most num_local_experts")
+        return self
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_attention_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_key_value_heads * self.head_dim
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_local_experts > 1
+
+    def layer_linears(self) -> tuple[LinearShape, ...]:
+        """The `nn.Linear` modules of one decoder layer, named as in transformers."""
+        h, i = self.hidden_size, self.intermediate_size
+        bias = self.attention_bias
+        if self.fused_qkv:
+            attention = [LinearShape("qkv_proj", h, self.q_dim + 2 * self.kv_dim, bias)]
+        else:
+            attention = [
+                LinearShape("q_proj", h, self.q_dim, bias),
+                LinearShape("k_proj", h, self.kv_dim, bias),
+                LinearShape("v_proj", h, self.kv_dim, bias),
+            ]
+        attention.append(LinearShape("o_proj", self.q_dim, h))
+        if self.is_moe:
+            e = self.num_local_experts
+            mlp = [
+                LinearShape("gate", h, e),
+                LinearShape("w1", h, i, count=e),
+                LinearShape("w3", h, i, count=e),
+                LinearShape("w2", i, h, count=e),
+            ]
+        elif self.fused_gate_up:
+            mlp = [LinearShape("gate_up_proj", h, 2 * i), LinearShape("down_proj", i, h)]
+        else:
+            mlp = [
+                LinearShape("gate_proj", h, i),
+                LinearShape("up_proj", h, i),
+                LinearShape("down_proj", i, h),
+            ]
+        return tuple(attention + mlp)

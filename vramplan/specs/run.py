@@ -1,0 +1,105 @@
+"""RunConfig: every knob of a fine-tuning or inference run that changes memory.
+
+Defaults follow the QLoRA paper and the peft/transformers recipes: NF4 with double
+quantization, LoRA on all linear layers, gradient checkpointing, bf16 compute where the
+GPU has it (fp16 on T4/V100: `resolved_compute_dtype` decides once the GPU is known).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Method = Literal["qlora", "lora", "full", "inference"]
+WeightFormat = Literal[
+    "nf4", "fp4", "int8", "fp16", "bf16", "fp32",
+    "gptq-4bit", "gptq-8bit", "awq-4bit",
+    "gguf-q4_0", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0",
+]
+FloatDtype = Literal["bf16", "fp16", "fp32"]
+Optimizer = Literal[
+    "adamw", "adamw_fused", "adamw_8bit", "paged_adamw", "paged_adamw_8bit",
+    "sgd", "sgd_momentum", "adafactor",
+]
+Attention = Literal["sdpa", "flash_attention_2", "eager"]
+LossImpl = Literal["standard", "chunked"]
+FullPrecision = Literal["mixed", "pure"]
+KVCacheDtype = Literal["auto", "bf16", "fp16", "fp32", "fp8"]
+
+ALL_LINEAR = "all-linear"
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: Method = "qlora"
+    weight_format: WeightFormat | None = Field(
+        default=None, description="None: nf4 for qlora, the compute dtype otherwise")
+    double_quant: bool = True
+    quant_blocksize: int = Field(default=64, description="NF4/FP4 block size, a power of two 32..4096")
+    group_size: int = Field(default=128, gt=0, description="GPTQ/AWQ group size")
+    compute_dtype: FloatDtype | None = Field(default=None, description="None: bf16 if the GPU has it, else fp16")
+    kbit_prep: bool = Field(
+        default=True,
+        description="peft prepare_model_for_kbit_training: cast non-quantized params to fp32")
+    lora_rank: int = Field(default=16, gt=0)
+    lora_alpha: float | None = Field(default=None, description="None: 2 x rank")
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    lora_targets: tuple[str, ...] = (ALL_LINEAR,)
+    lora_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    optimizer: Optimizer = "adamw"
+    micro_batch_size: int = Field(default=1, gt=0)
+    grad_accum_steps: int = Field(default=1, gt=0)
+    seq_len: int = Field(default=512, gt=0)
+    gradient_checkpointing: bool = True
+    attention: Attention = "sdpa"
+    loss_impl: LossImpl = "standard"
+    loss_chunks: int = Field(default=8, gt=0)
+    full_precision: FullPrecision = Field(
+        default="mixed", description="full fine-tuning: fp32 master weights + autocast, or pure compute dtype")
+    max_new_tokens: int = Field(default=256, ge=0)
+    kv_cache_dtype: KVCacheDtype = "auto"
+    fragmentation: float = Field(default=0.05, ge=0, lt=1, description="allocator reserve over the allocated peak")
+
+    @field_validator("quant_blocksize")
+    @classmethod
+    def _power_of_two_block(cls, value: int) -> int:
+        if value < 32 or value > 4096 or value & (value - 1):
+            raise ValueError("must be a power of two from 32 to 4096 (bitsandbytes' range)")
+        return value
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _split_targets(cls, value):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        parts = tuple(part for part in value if part)
+        if not parts:
+            raise ValueError("give at least one module name, or 'all-linear'")
+        return parts
+
+    @property
+    def trains(self) -> bool:
+        return self.method != "inference"
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.method in ("qlora", "lora")
+
+    @property
+    def resolved_lora_alpha(self) -> float:
+        return self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
+
+    def resolved_compute_dtype(self, gpu_has_bf16: bool) -> FloatDtype:
+        if self.compute_dtype is not None:
+            return self.compute_dtype
+        return "bf16" if gpu_has_bf16 else "fp16"
+
+    def resolved_weight_format(self, compute_dtype: str) -> str:
+        if self.weight_format is not None:
+            return self.weight_format
+        if self.method == "qlora":
+            return "nf4"
+        if self.method == "full" and self.full_precision == "mixed":
+            return "fp32"
+        return compute_dtype
