@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from vramplan.errors import InputError, from_validation_error
 from vramplan.memory import lora, parameters
 from vramplan.memory.dtypes import resolve_dtypes
-from vramplan.memory.overhead import allocator_reserve_bytes
+from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 
@@ -27,7 +27,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
     peak_phase = max(totals, key=totals.get)
     peak = totals[peak_phase]
     reserve = int(allocator_reserve_bytes(peak, run.fragmentation))
-    required = peak + reserve + gpu.cuda_context_bytes
+    required = required_bytes(peak, run, gpu)
     capacity = gpu.capacity_bytes
     trainable = 0
     if run.method == "full":

@@ -70,3 +70,20 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         if field in RunConfig.model_fields:
             raise InputError(flag_name(field), exc.message) from None
         raise
+
+
+def command_line(model_text: str, gpu_text: str, run: RunConfig) -> str:
+    """The `vramplan fit ...` line that plans `run`: flags only for fields off their default."""
+    import shlex
+
+    words = ["vramplan", "fit", "--model", model_text, "--gpu", gpu_text]
+    for name, field in RunConfig.model_fields.items():
+        value = getattr(run, name)
+        if value == field.default:
+            continue
+        flag = SHORT_FLAGS.get(name, (flag_name(name),))[0]
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+    return shlex.join(words)

@@ -11,6 +11,18 @@
 """
 from __future__ import annotations
 
+from vramplan.memory.xp import as_int
+
 
 def allocator_reserve_bytes(peak_allocated_bytes, fragmentation: float):
     return peak_allocated_bytes * fragmentation
+
+
+def required_bytes(peak_allocated_bytes, run, gpu):
+    """The verdict rule: required = allocated peak + int(fragmentation x peak) + CUDA context.
+
+    A run fits when required <= `gpu.capacity_bytes`. The one place this rule lives: `plan`
+    and the vectorized solvers/sweeps both call it (ints or numpy arrays).
+    """
+    reserve = as_int(allocator_reserve_bytes(peak_allocated_bytes, run.fragmentation))
+    return peak_allocated_bytes + reserve + gpu.cuda_context_bytes

@@ -1,6 +1,6 @@
 """The parameter tensors of a decoder-only transformer, grouped by shape.
 
-A `TensorGroup` is `count` tensors of shape (rows, cols) (cols == 1 for vectors). The
+A `TensorGroup` is `count` tensors of shape (rows, cols); vectors have ndim 1 and cols 1. The
 memory model sums bytes per tensor (each tensor is its own allocation), so keeping
 tensors separate matters for allocator rounding, 8-bit optimizer thresholds and
 Adafactor's factored state.
@@ -17,6 +17,7 @@ class TensorGroup(NamedTuple):
     rows: int
     cols: int
     count: int
+    ndim: int = 2
 
     @property
     def numel(self) -> int:
@@ -24,7 +25,7 @@ class TensorGroup(NamedTuple):
 
     @property
     def is_matrix(self) -> bool:
-        return self.cols > 1
+        return self.ndim >= 2
 
 
 def linear_weight_groups(model: ModelSpec) -> list[TensorGroup]:
@@ -39,7 +40,7 @@ def linear_weight_groups(model: ModelSpec) -> list[TensorGroup]:
 def linear_bias_groups(model: ModelSpec) -> list[TensorGroup]:
     layers = model.num_hidden_layers
     return [
-        TensorGroup(f"{lin.name}.bias", lin.out_features, 1, lin.count * layers)
+        TensorGroup(f"{lin.name}.bias", lin.out_features, 1, lin.count * layers, ndim=1)
         for lin in model.layer_linears()
         if lin.bias
     ]
@@ -48,7 +49,7 @@ def linear_bias_groups(model: ModelSpec) -> list[TensorGroup]:
 def norm_groups(model: ModelSpec) -> list[TensorGroup]:
     """RMSNorm weights: `norms_per_layer` per layer plus the final norm."""
     per_layer = model.norms_per_layer * model.num_hidden_layers
-    return [TensorGroup("norm.weight", model.hidden_size, 1, per_layer + 1)]
+    return [TensorGroup("norm.weight", model.hidden_size, 1, per_layer + 1, ndim=1)]
 
 
 def embedding_groups(model: ModelSpec) -> list[TensorGroup]:

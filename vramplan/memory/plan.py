@@ -69,9 +69,9 @@ def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
                      micro_batch_size=None, seq_len=None, lora_rank=None) -> dict[str, dict]:
     """Bytes of every allocated component in every phase: {phase: {component: bytes}}."""
     dtypes = dtypes or resolve_dtypes(run, gpu)
-    batch = run.micro_batch_size if micro_batch_size is None else micro_batch_size
-    seq = run.seq_len if seq_len is None else seq_len
-    rank = run.lora_rank if lora_rank is None else lora_rank
+    batch = run.micro_batch_size if micro_batch_size is None else _as_sweep_axis(micro_batch_size)
+    seq = run.seq_len if seq_len is None else _as_sweep_axis(seq_len)
+    rank = run.lora_rank if lora_rank is None else _as_sweep_axis(lora_rank)
 
     static = base_weight_bytes(model, run, dtypes)
     base = {
@@ -124,6 +124,16 @@ def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
         "backward_end": {**base, "gradients": grads_all, "activations": last_layer},
         "optimizer": {**base, "gradients": grads_all, "optimizer_step_temp": step_temp},
     }
+
+
+def _as_sweep_axis(value):
+    """Arrays become float64: exact to 2**53 bytes and, unlike int64, they cannot
+    overflow at batch 4096 x seq 1M with an s^2 attention term."""
+    if hasattr(value, "__array__") and not isinstance(value, (int, float)):
+        import numpy as np
+
+        return np.asarray(value, dtype=np.float64)
+    return value
 
 
 def _generate_phase(model, run, dtypes, base, batch, seq):

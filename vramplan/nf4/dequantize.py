@@ -53,13 +53,15 @@ def dequantize_4bit(
     packed: torch.Tensor, state: QuantState, dtype: torch.dtype | None = None, backend: str = "auto"
 ) -> torch.Tensor:
     """Dequantize with the Triton kernel ("triton"), the torch reference ("torch"), or whichever
-    can run here ("auto": Triton on CUDA or under TRITON_INTERPRET=1, else torch)."""
+    can run here ("auto": Triton on CUDA or under TRITON_INTERPRET=1, else torch). float64
+    (exact from the fp32 products; for gradcheck) always takes the torch path."""
     dtype = dtype or state.dtype
-    if dtype not in FLOAT_DTYPES:
-        raise ValueError(f"dequantize to float32/float16/bfloat16, got {dtype}")
+    if dtype not in (*FLOAT_DTYPES, torch.float64):
+        raise ValueError(f"dequantize to float32/float16/bfloat16 (float64: torch backend only), got {dtype}")
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
-    if backend == "torch" or (backend == "auto" and not triton_usable(packed.device)):
+    use_torch = dtype == torch.float64 or not triton_usable(packed.device)
+    if backend == "torch" or (backend == "auto" and use_torch):
         return dequantize_4bit_torch(packed, state, dtype)
     from vramplan.nf4.dequantize_triton import dequantize_4bit_triton
 

@@ -95,6 +95,11 @@ def quantize_4bit(
     )
     if double_quant:
         offset = absmax.mean()
+        if not bool(torch.isfinite(offset)):
+            raise ValueError(
+                "double quantization offset (mean absmax) overflows float32 for weights this large; "
+                "quantize with double_quant=False"
+            )
         state.absmax, state.nested_absmax = _quantize_dynamic_8bit(absmax - offset, codes.NESTED_BLOCKSIZE)
         state.offset = offset
         state.nested_code = codes.dynamic_map(device)

@@ -1,0 +1,67 @@
+"""One look for every figure: colour-blind-safe colours, hatches for greyscale, GiB axes.
+
+Colours are the Okabe-Ito palette (Okabe & Ito 2008, "Color Universal Design"); every
+series also differs by hatch, marker or line style, so a greyscale print still tells
+them apart. Matrices use cividis, whose lightness rises monotonically.
+"""
+from __future__ import annotations
+
+from vramplan.cli.format import COMPONENT_LABELS, GIB
+
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINESTYLES = ("-", "--", "-.", ":")
+EDGE = "#333333"
+MATRIX_CMAP = "cividis"
+
+# (fill colour, hatch) per Breakdown component; the same in every figure.
+COMPONENT_STYLE = {
+    "quantized_weights": ("#0072B2", ""),
+    "quant_state": ("#56B4E9", "...."),
+    "float_weights": ("#009E73", "//"),
+    "lora_adapters": ("#F0E442", "oo"),
+    "gradients": ("#E69F00", "\\\\"),
+    "optimizer_state": ("#CC79A7", "xx"),
+    "optimizer_step_temp": ("#F3D3E4", "++"),
+    "activations": ("#D55E00", "//"),
+    "logits_loss": ("#FFD8A8", "xx"),
+    "kv_cache": ("#009E73", "xx"),
+    "cublas_workspace": ("#BBBBBB", "...."),
+    "allocator_reserve": ("#E8E8E8", "//"),
+    "cuda_context": ("#999999", ""),
+}
+
+
+def component_label(name: str) -> str:
+    return COMPONENT_LABELS.get(name, name.replace("_", " "))
+
+
+def to_gib(nbytes):
+    return nbytes / GIB
+
+
+def new_figure(width: float, height: float):
+    """A Figure drawn by the Agg canvas (no pyplot, no global backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def readable_text_colour(rgba) -> str:
+    """Black or white, whichever reads better on a fill of colour `rgba`."""
+    red, green, blue = rgba[:3]
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+
+
+def short_count(value: int) -> str:
+    """4096 -> '4k', 12800 -> '12.5k', 1048576 -> '1M': compact labels for cells."""
+    value = int(value)
+    if value >= 2**20 and value % 2**20 == 0:
+        return f"{value // 2**20}M"
+    if value >= 1024:
+        text = f"{value / 1024:.1f}".removesuffix(".0")
+        return f"{text}k"
+    return str(value)
