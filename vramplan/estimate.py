@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from vramplan.errors import InputError, from_validation_error
 from vramplan.memory import lora, parameters
+from vramplan.memory.activations import effective_attention
 from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
@@ -66,6 +67,8 @@ def _notes(model, gpu, run, dtypes, required, paged, capacity):
         yield f"paged optimizer state ({paged / 2**30:.2f} GiB, CUDA managed memory, not in max_memory_allocated) {where}"
     if dtypes.weight_format.startswith("gguf-"):
         yield "GGUF sizes are llama.cpp's storage; transformers dequantizes GGUF to float when it loads it"
+    if run.trains and effective_attention(model, run) != run.attention:
+        yield f"{model.name} has no SDPA support in transformers (soft-capping): planned with eager attention"
     if model.is_moe:
         yield "MoE modelled with one nn.Linear per expert (bitsandbytes quantizes those)"
     if gpu.unified_memory:

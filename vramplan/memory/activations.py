@@ -50,6 +50,14 @@ def _consumer_group_bytes(names, in_features, input_bytes, compute_bytes, lora_n
     return saved
 
 
+def effective_attention(model, run) -> str:
+    """The attention implementation transformers really runs: Gemma-2 has no SDPA path
+    (`_supports_sdpa = False`: SDPA cannot soft-cap scores), so it falls back to eager."""
+    if run.attention == "sdpa" and model.architecture == "gemma2":
+        return "eager"
+    return run.attention
+
+
 def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
     """Bytes one decoder layer saves for backward per token, by part (no checkpointing).
 
@@ -73,10 +81,12 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
         return _consumer_group_bytes(names, in_features, input_bytes, c, lora_names, full, dropout, rank)
 
     norm = (4 * h + 4) + (r_bytes * h if full else 0)
+    attention_norms = -(-model.norms_per_layer // 2)  # Gemma-2: pre and post norms around each block
+    mlp_norms = model.norms_per_layer // 2
     qkv_names = ("qkv_proj",) if model.fused_qkv else ("q_proj", "k_proj", "v_proj")
-    parts = {"attention_norm": norm, "qkv_inputs": group(qkv_names, h, norm_out)}
+    parts = {"attention_norm": norm * attention_norms, "qkv_inputs": group(qkv_names, h, norm_out)}
 
-    if run.attention == "eager":
+    if effective_attention(model, run) == "eager":
         probs = (4 + c) * heads * seq_len
         if model.final_logit_softcapping:  # Gemma-2 also soft-caps attention scores: tanh saves its output
             probs = probs + c * heads * seq_len
@@ -84,7 +94,7 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
     else:
         parts["attention_core"] = c * (q + 2 * kv) + c * q + 4 * heads
     parts["o_proj_input"] = group(("o_proj",), q, c)
-    parts["mlp_norm"] = norm
+    parts["mlp_norm"] = norm * mlp_norms
 
     if model.is_moe:
         k = model.num_experts_per_tok
@@ -130,7 +140,7 @@ def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
     mlp_bytes = r_bytes if dtypes.base_quantized else c
     i = model.intermediate_size
     mlp = 3 * mlp_bytes * i * (model.num_experts_per_tok if model.is_moe else 1)
-    if run.attention == "eager":
+    if effective_attention(model, run) == "eager":
         attention = (4 + 2 * c) * model.num_attention_heads * seq_len
     else:
         attention = c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim
