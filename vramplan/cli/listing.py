@@ -27,10 +27,15 @@ def run_models(args) -> int:
         print(json.dumps([{**s.model_dump(mode="json"), "parameters": parameter_count(s),
                            "aliases": aliases.get(s.name, [])} for s in specs], indent=2))
         return 0
-    rows = [[s.name, f"{parameter_count(s) / 1e9:.2f}B", str(s.num_hidden_layers), str(s.hidden_size),
-             str(s.vocab_size), ", ".join(aliases.get(s.name, [])[:4])] for s in specs]
-    print(table(["model", "params", "layers", "hidden", "vocab", "aliases"], rows, align_right_from=1))
+    rows = [[s.name, ", ".join(_short_aliases(aliases.get(s.name, []))), f"{parameter_count(s) / 1e9:.2f}B",
+             str(s.num_hidden_layers), str(s.hidden_size), str(s.vocab_size)] for s in specs]
+    print(table(["model", "aliases", "params", "layers", "hidden", "vocab"], rows, align_right_from=2))
     return 0
+
+
+def _short_aliases(names: list[str], most: int = 3) -> list[str]:
+    """The aliases people type (no org/ prefix), shortest first."""
+    return sorted((n for n in names if "/" not in n), key=len)[:most]
 
 
 def run_gpus(args) -> int:
@@ -40,7 +45,7 @@ def run_gpus(args) -> int:
     if args.json:
         print(json.dumps([g.model_dump(mode="json") for g in gpus], indent=2))
         return 0
-    rows = [[g.key, g.name, gib(g.total_memory_bytes), "yes" if g.bf16 else "no", ", ".join(g.aliases[:3])]
+    rows = [[g.key, g.name, ", ".join(g.aliases[:3]), gib(g.total_memory_bytes), "yes" if g.bf16 else "no"]
             for g in gpus]
-    print(table(["key", "name", "GiB", "bf16", "aliases"], rows, align_right_from=2))
+    print(table(["key", "name", "aliases", "GiB", "bf16"], rows, align_right_from=3))
     return 0
