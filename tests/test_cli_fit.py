@@ -120,3 +120,19 @@ def test_the_installed_command_runs_and_exits_with_the_verdict():
     done = subprocess.run([sys.executable, "-m", "vramplan.cli.main", "fit", "--model", "13b", "--gpu", "t4"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode in (0, 1) and "Tesla T4" in done.stdout and done.stderr == ""
+
+
+def test_a_prequantized_checkpoint_plans_in_its_own_format(tmp_path):
+    from vramplan.estimate import estimate
+
+    folder = tmp_path / "gptq-model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "vocab_size": 32000,
+        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 128}}))
+    inference = estimate(model=str(folder), gpu="t4", method="inference")
+    assert inference.weight_format == "gptq-4bit"
+    assert any("taken from the checkpoint" in note for note in inference.notes)
+    asked = estimate(model=str(folder), gpu="t4", method="inference", weight_format="fp16")
+    assert asked.weight_format == "fp16" and asked.peak_allocated_bytes > inference.peak_allocated_bytes

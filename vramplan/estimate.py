@@ -22,7 +22,7 @@ def make_run(**fields) -> RunConfig:
 
 def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
     """The full Breakdown for resolved specs."""
-    dtypes = resolve_dtypes(run, gpu)
+    dtypes = resolve_dtypes(run, gpu, model)
     phases = phase_components(model, gpu, run, dtypes)
     totals = {name: int(total) for name, total in phase_totals(phases).items()}
     peak_phase = max(totals, key=totals.get)
@@ -69,6 +69,13 @@ def _notes(model, gpu, run, dtypes, required, paged, capacity):
         yield "GGUF sizes are llama.cpp's storage; transformers dequantizes GGUF to float when it loads it"
     if run.trains and effective_attention(model, run) != run.attention:
         yield f"{model.name} has no SDPA support in transformers (soft-capping): planned with eager attention"
+    if model.stored_weight_format and run.weight_format is None and dtypes.weight_format == model.stored_weight_format:
+        yield f"weight format {dtypes.weight_format} taken from the checkpoint"
+    if model.checkpoint_parameters:
+        counted = parameters.parameter_count(model)
+        if abs(model.checkpoint_parameters - counted) > 0.005 * counted:
+            yield (f"the checkpoint holds {model.checkpoint_parameters:,} parameters but the architecture "
+                   f"gives {counted:,}: check config.json")
     if model.is_moe:
         yield "MoE modelled with one nn.Linear per expert (bitsandbytes quantizes those)"
     if gpu.unified_memory:

@@ -27,7 +27,12 @@ def resolve_model(text: str) -> ModelSpec:
     if not text:
         raise InputError("model", "give a catalog name, a config.json, a model folder or an HF repo id")
     local = resolve_local(text)
-    return local.spec if local else get_model(text)
+    if not local:
+        return get_model(text)
+    return local.spec.model_copy(update={
+        "stored_weight_format": local.weight_format or "",
+        "checkpoint_parameters": local.parameter_count or 0,
+    })
 
 
 __all__ = ["resolve_model", "resolve_local", "resolve_gpu"]

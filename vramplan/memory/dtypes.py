@@ -46,12 +46,13 @@ class RunDtypes:
         return DTYPE_BYTES[getattr(self, which)]
 
 
-def resolve_dtypes(run, gpu) -> RunDtypes:
-    """Decide every dtype of `run` on `gpu`; refuse combinations that cannot run."""
+def resolve_dtypes(run, gpu, model=None) -> RunDtypes:
+    """Decide every dtype of `run` on `gpu` (and `model`'s stored format); refuse
+    combinations that cannot run."""
     compute = run.resolved_compute_dtype(gpu.bf16)
     if compute == "bf16" and not gpu.bf16:
         raise InputError("compute_dtype", f"{gpu.name} has no bf16 support; use fp16 or fp32")
-    weight_format = run.resolved_weight_format(compute)
+    weight_format = run.resolved_weight_format(compute, getattr(model, "stored_weight_format", ""))
     if run.method == "qlora" and weight_format not in TRAINABLE_QUANTIZED:
         raise InputError(
             "weight_format",

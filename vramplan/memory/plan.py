@@ -68,7 +68,7 @@ def trainable_groups(model, run, lora_rank):
 def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
                      micro_batch_size=None, seq_len=None, lora_rank=None) -> dict[str, dict]:
     """Bytes of every allocated component in every phase: {phase: {component: bytes}}."""
-    dtypes = dtypes or resolve_dtypes(run, gpu)
+    dtypes = dtypes or resolve_dtypes(run, gpu, model)
     batch = run.micro_batch_size if micro_batch_size is None else _as_sweep_axis(micro_batch_size)
     seq = run.seq_len if seq_len is None else _as_sweep_axis(seq_len)
     rank = run.lora_rank if lora_rank is None else _as_sweep_axis(lora_rank)

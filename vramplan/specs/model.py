@@ -46,6 +46,9 @@ class ModelSpec(BaseModel):
     max_position_embeddings: int = Field(default=4096, gt=0)
     hf_id: str = ""
     source: str = "catalog"
+    stored_weight_format: str = Field(
+        default="", description="format of a pre-quantized checkpoint (nf4, gptq-4bit, ...); '' if float")
+    checkpoint_parameters: int = Field(default=0, ge=0, description="exact count from safetensors headers; 0 if unread")
 
     @model_validator(mode="after")
     def _derive(self) -> "ModelSpec":

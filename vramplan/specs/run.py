@@ -95,9 +95,12 @@ class RunConfig(BaseModel):
             return self.compute_dtype
         return "bf16" if gpu_has_bf16 else "fp16"
 
-    def resolved_weight_format(self, compute_dtype: str) -> str:
+    def resolved_weight_format(self, compute_dtype: str, stored_format: str = "") -> str:
+        """The format asked for; else a pre-quantized checkpoint's own (qlora, inference); else the default."""
         if self.weight_format is not None:
             return self.weight_format
+        if stored_format and self.method in ("qlora", "inference"):
+            return stored_format
         if self.method == "qlora":
             return "nf4"
         if self.method == "full" and self.full_precision == "mixed":
