@@ -94,5 +94,8 @@ def prepare_for_kbit_training(
         kwargs = gradient_checkpointing_kwargs or {}
         if kwargs.get("use_reentrant", True) and hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5 name; the old one warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
