@@ -30,16 +30,16 @@ def breakdown_figure(breakdown):
     axes.text(0.31, capacity, f" {breakdown.gpu} capacity {capacity:.2f} GiB", va="bottom", ha="left", fontsize=9)
     peak = to_gib(breakdown.peak_allocated_bytes)
     axes.plot([-0.36, 0.36], [peak, peak], color="black", linestyle=":", linewidth=1.2)
-    axes.text(-0.37, peak, "predicted max_memory_allocated ", va="center", ha="right", fontsize=8)
+    axes.text(0.37, peak, f" predicted max_memory_allocated {peak:.2f} GiB", va="center", ha="left", fontsize=8)
 
     verdict = "fits" if breakdown.fits else "does NOT fit"
     headroom = to_gib(breakdown.headroom_bytes)
-    axes.set_title(f"{breakdown.model} on {breakdown.gpu}: {verdict} "
-                   f"(headroom {headroom:+.2f} GiB, peak in {breakdown.peak_phase.replace('_', ' ')})",
-                   fontsize=11)
+    figure.suptitle(f"{breakdown.model} on {breakdown.gpu}: {verdict}\n"
+                    f"headroom {headroom:+.2f} GiB, peak in the {breakdown.peak_phase.replace('_', ' ')} phase",
+                    fontsize=11)
     figure.supxlabel(textwrap.fill(describe_run(breakdown), 110), fontsize=8)
     axes.set_ylabel("GPU memory (GiB)")
-    axes.set_xlim(-1.4, 1.6)
+    axes.set_xlim(-0.6, 1.9)
     axes.set_ylim(0, max(bottom, capacity) * 1.1)
     axes.set_xticks([])
     # Legend top-down in the same order as the bar reads top-down.

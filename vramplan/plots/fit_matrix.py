@@ -7,7 +7,6 @@ import numpy as np
 
 from vramplan.plots.style import EDGE, MATRIX_CMAP, new_figure, readable_text_colour, short_count, to_gib
 
-SEQ_LIMIT = 131_072
 BATCH_LIMIT = 1024
 CELL_KINDS = ("seq", "batch")
 
@@ -17,10 +16,10 @@ class FitMatrix:
     """`headroom_bytes[i, j]` and `most[i, j]` for models[i] on gpus[j]."""
 
     models: tuple[str, ...]
-    gpus: tuple[str, ...]
+    gpus: tuple[str, ...]  # column labels: profile key and capacity
     run: object  # RunConfig
     cell: str  # "seq": most[i, j] is the max sequence length; "batch": the max micro-batch
-    limit: int
+    limits: np.ndarray  # the solver's limit per cell: a value at its limit is shown as ">= limit"
     headroom_bytes: np.ndarray
     most: np.ndarray
 
@@ -33,14 +32,17 @@ def fit_matrix(models, gpus, run, cell: str = "seq") -> FitMatrix:
 
     if cell not in CELL_KINDS:
         raise InputError("--cell", f"use one of {', '.join(CELL_KINDS)} (got {cell!r})")
-    solve, limit = (max_seq_len, SEQ_LIMIT) if cell == "seq" else (max_micro_batch, BATCH_LIMIT)
-    headroom = np.zeros((len(models), len(gpus)), dtype=np.int64)
-    most = np.zeros((len(models), len(gpus)), dtype=np.int64)
+    shape = (len(models), len(gpus))
+    headroom, most, limits = (np.zeros(shape, dtype=np.int64) for _ in range(3))
+    solve = max_seq_len if cell == "seq" else max_micro_batch
     for i, model in enumerate(models):
+        # Sequences stop at the model's context window: longer ones fit memory but not the model.
+        limits[i] = max(run.seq_len, model.max_position_embeddings) if cell == "seq" else BATCH_LIMIT
         for j, gpu in enumerate(gpus):
             headroom[i, j] = plan(model, gpu, run).headroom_bytes
-            most[i, j] = solve(model, gpu, run, limit=limit)
-    return FitMatrix(tuple(m.name for m in models), tuple(g.key for g in gpus), run, cell, limit, headroom, most)
+            most[i, j] = solve(model, gpu, run, limit=int(limits[i, j]))
+    gpu_labels = tuple(f"{g.key}\n{to_gib(g.capacity_bytes):.0f} GiB" for g in gpus)
+    return FitMatrix(tuple(m.name for m in models), gpu_labels, run, cell, limits, headroom, most)
 
 
 def _cell_text(value: int, limit: int) -> str:
@@ -66,12 +68,12 @@ def fit_matrix_figure(matrix: FitMatrix):
     for i in range(rows):
         for j in range(cols):
             colour = readable_text_colour(image.cmap(norm(headroom[i, j])))
-            axes.text(j, i, _cell_text(matrix.most[i, j], matrix.limit), ha="center", va="center",
+            axes.text(j, i, _cell_text(matrix.most[i, j], matrix.limits[i, j]), ha="center", va="center",
                       fontsize=9, color=colour, fontweight="bold")
             if headroom[i, j] < 0:
                 axes.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
                                          edgecolor=colour, linewidth=0, alpha=0.45))
-    axes.set_xticks(range(cols), matrix.gpus, rotation=30, ha="right")
+    axes.set_xticks(range(cols), matrix.gpus, fontsize=9)
     axes.set_yticks(range(rows), matrix.models)
     axes.set_xticks(np.arange(cols + 1) - 0.5, minor=True)
     axes.set_yticks(np.arange(rows + 1) - 0.5, minor=True)
@@ -80,7 +82,8 @@ def fit_matrix_figure(matrix: FitMatrix):
     run = matrix.run
     fixed = f"batch {run.micro_batch_size}" if matrix.cell == "seq" else f"seq {run.seq_len}"
     what = "max sequence length" if matrix.cell == "seq" else "max micro-batch"
-    axes.set_title(f"{run.method}: {what} that fits ({fixed}; text)\n"
+    at_limit = "\u2265: the model's whole context fits" if matrix.cell == "seq" else f"\u2265: {BATCH_LIMIT} or more"
+    axes.set_title(f"{run.method}: {what} that fits ({fixed}; {at_limit})\n"
                    f"colour: headroom at batch {run.micro_batch_size} x seq {run.seq_len}; hatched: does not fit",
                    fontsize=10)
     colorbar = figure.colorbar(image, ax=axes, shrink=0.9)

@@ -43,9 +43,12 @@ def max_seq_figure(curves: MaxSeqCurves):
         axes.plot(batches[fits], seqs[fits], label=label, color=OKABE_ITO[j % len(OKABE_ITO)],
                   marker=MARKERS[j % len(MARKERS)], linestyle=LINESTYLES[j % len(LINESTYLES)], linewidth=1.8)
     axes.set_xscale("log", base=2)
-    axes.set_yscale("log", base=2)
     axes.set_xticks(batches, [str(b) for b in batches])
-    axes.yaxis.set_major_formatter(lambda value, _pos: short_count(value) if value >= 1 else "")
+    if (curves.max_seq > 0).any():
+        axes.set_yscale("log", base=2)
+        axes.yaxis.set_major_formatter(lambda value, _pos: short_count(value) if value >= 1 else "")
+    else:  # a log axis cannot show an empty plot
+        axes.text(0.5, 0.5, "nothing fits at these batch sizes", transform=axes.transAxes, ha="center", va="center")
     axes.set_xlabel("micro-batch size")
     axes.set_ylabel("max sequence length (tokens)")
     run = curves.run

@@ -14,20 +14,21 @@ LINESTYLES = ("-", "--", "-.", ":")
 EDGE = "#333333"
 MATRIX_CMAP = "cividis"
 
-# (fill colour, hatch) per Breakdown component; the same in every figure.
+# (fill colour, hatch) per Breakdown component, the same in every figure; no two hatches repeat
+# except the plain fills, which differ in lightness.
 COMPONENT_STYLE = {
     "quantized_weights": ("#0072B2", ""),
     "quant_state": ("#56B4E9", "...."),
     "float_weights": ("#009E73", "//"),
     "lora_adapters": ("#F0E442", "oo"),
-    "gradients": ("#E69F00", "\\\\"),
+    "gradients": ("#E69F00", "--"),
     "optimizer_state": ("#CC79A7", "xx"),
     "optimizer_step_temp": ("#F3D3E4", "++"),
-    "activations": ("#D55E00", "//"),
-    "logits_loss": ("#FFD8A8", "xx"),
-    "kv_cache": ("#009E73", "xx"),
-    "cublas_workspace": ("#BBBBBB", "...."),
-    "allocator_reserve": ("#E8E8E8", "//"),
+    "activations": ("#D55E00", "\\\\"),
+    "logits_loss": ("#FFD8A8", "||"),
+    "kv_cache": ("#56B4E9", "**"),
+    "cublas_workspace": ("#BBBBBB", ".."),
+    "allocator_reserve": ("#E8E8E8", "/"),
     "cuda_context": ("#999999", ""),
 }
 
