@@ -28,6 +28,9 @@ def add_parser(subparsers) -> None:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_gpu_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the full Breakdown as JSON")
+    parser.add_argument("--emit", choices=["hf"], default=None,
+                        help="print a ready-to-paste transformers/peft snippet (BitsAndBytesConfig, LoraConfig, "
+                             "TrainingArguments) for this plan instead of the table")
     add_run_arguments(parser)
 
 
@@ -66,6 +69,26 @@ def render(breakdown) -> str:
 
 
 def run(args) -> int:
-    breakdown = plan_from_args(args)
-    print(breakdown_json(breakdown) if args.json else render(breakdown))
+    emit = getattr(args, "emit", None)
+    if args.json and not emit:
+        breakdown = plan_from_args(args)
+        print(breakdown_json(breakdown))
+        return 0 if breakdown.fits else 1
+    from vramplan.cli.maxcmd import specs_from_args
+    from vramplan.estimate import plan
+
+    model, gpu, run_config = specs_from_args(args)
+    breakdown = plan(model, gpu, run_config)
+    if emit == "hf":
+        from vramplan.emit_hf import hf_snippet
+
+        print(hf_snippet(model, gpu, run_config, breakdown), end="")
+        return 0 if breakdown.fits else 1
+    print(render(breakdown))
+    from vramplan.advice import advise, render_advice
+
+    advice_text = render_advice(advise(model, gpu, run_config), breakdown.fits)
+    if advice_text:
+        print()
+        print(advice_text)
     return 0 if breakdown.fits else 1

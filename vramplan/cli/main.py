@@ -9,7 +9,15 @@ import sys
 # either run(args) or sets `handler` defaults on its parsers.
 COMMAND_MODULES = (
     "vramplan.cli.fit",
+    "vramplan.cli.maxcmd",
+    "vramplan.cli.compare",
+    "vramplan.cli.sweep",
+    "vramplan.cli.explain",
     "vramplan.cli.listing",
+    "vramplan.cli.plot",
+    "vramplan.cli.report",
+    "vramplan.cli.tui",
+    "vramplan.cli.validate",
 )
 
 

@@ -1,0 +1,115 @@
+"""`vramplan compare`: one run on several GPUs, or several models on one GPU, side by side."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from vramplan.cli.format import gib, table
+
+HELP = "compare one run across GPUs (--gpus) or models (--models): verdict, peak, headroom, max batch/seq"
+EPILOG = """examples:
+  vramplan compare --gpus t4,a10g,a100-40g --model 13b
+  vramplan compare --gpus all --model llama-3.1-8b --seq 2048 --csv
+  vramplan compare --models 7b,13b,70b --gpu a100-80g --method lora --json
+max batch / max seq: the largest that fit with the other settings unchanged (0: none)."""
+
+FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity_bytes", "headroom_bytes",
+          "max_micro_batch", "max_seq_len", "note")
+
+
+def add_parser(subparsers) -> None:
+    from vramplan.cli.fit import add_model_gpu_arguments
+    from vramplan.cli.run_flags import add_run_arguments
+
+    parser = subparsers.add_parser("compare", help=HELP, description=HELP, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpus", default=None, metavar="LIST",
+                        help="comma-separated GPU profiles or sizes to compare (or 'all'); uses --model")
+    parser.add_argument("--models", default=None, metavar="LIST",
+                        help="comma-separated models to compare (or 'all' for the catalog); uses --gpu")
+    add_model_gpu_arguments(parser)
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print rows as JSON")
+    output.add_argument("--csv", action="store_true", help="print rows as CSV (bytes)")
+    add_run_arguments(parser)
+
+
+def split_list(text: str, flag: str) -> list[str]:
+    from vramplan.errors import InputError
+
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    if not items:
+        raise InputError(flag, "give a comma-separated list")
+    return items
+
+
+def compare_row(name: str, model, gpu, run) -> dict:
+    """One row: the plan's verdict and numbers, and the largest batch and sequence that fit."""
+    from vramplan.errors import InputError
+    from vramplan.estimate import plan
+    from vramplan.solvers import max_micro_batch, max_seq_len
+
+    try:
+        result = plan(model, gpu, run)
+    except InputError as exc:  # this model/GPU cannot run it at all (e.g. bf16 on a T4)
+        return {"name": name, "verdict": "n/a", "note": str(exc)}
+    return {
+        "name": name, "verdict": "FITS" if result.fits else "DOES NOT FIT",
+        "peak_allocated_bytes": result.peak_allocated_bytes, "required_bytes": result.required_bytes,
+        "capacity_bytes": result.capacity_bytes, "headroom_bytes": result.headroom_bytes,
+        "max_micro_batch": max_micro_batch(model, gpu, run), "max_seq_len": max_seq_len(model, gpu, run),
+        "note": "",
+    }
+
+
+def run(args) -> int:
+    from vramplan.cli.run_flags import run_config_from_args
+    from vramplan.errors import InputError
+    from vramplan.gpus import get_gpu, list_gpus
+    from vramplan.resolve import resolve_model
+
+    if (args.gpus is None) == (args.models is None):
+        raise InputError("--gpus/--models", "give exactly one of --gpus LIST or --models LIST")
+    run_config = run_config_from_args(args)
+    if args.gpus is not None:
+        model = resolve_model(args.model)
+        gpus = list_gpus() if args.gpus.strip() == "all" else [get_gpu(n) for n in split_list(args.gpus, "--gpus")]
+        rows = [compare_row(gpu.key, model, gpu, run_config) for gpu in gpus]
+        title, first = f"{model.name} on each GPU", "gpu"
+    else:
+        from vramplan.catalog import list_models
+
+        gpu = get_gpu(args.gpu)
+        models = list_models() if args.models.strip() == "all" else \
+            [resolve_model(n) for n in split_list(args.models, "--models")]
+        rows = [compare_row(model.name, model, gpu, run_config) for model in models]
+        title, first = f"each model on {gpu.name}", "model"
+    rows = [{field: row.get(field) for field in FIELDS} for row in rows]
+    if args.json:
+        print(json.dumps({"compare": first, "run": run_config.model_dump(mode="json"), "rows": rows}, indent=2))
+    elif args.csv:
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=[first, *FIELDS[1:]], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({first: row["name"], **{f: "" if row[f] is None else row[f] for f in FIELDS[1:]}})
+    else:
+        print(f"{title}: {run_config.method}, batch {run_config.micro_batch_size} x seq {run_config.seq_len}")
+        print(render_rows(first, rows))
+    return 0
+
+
+def render_rows(first: str, rows: list[dict]) -> str:
+    def size(value):
+        return "-" if value is None else gib(value)
+
+    header = [first, "verdict", "peak GiB", "needs GiB", "of GiB", "headroom", "max batch", "max seq"]
+    body = [[row["name"], row["verdict"], size(row["peak_allocated_bytes"]), size(row["required_bytes"]),
+             size(row["capacity_bytes"]), size(row["headroom_bytes"]),
+             "-" if row["max_micro_batch"] is None else str(row["max_micro_batch"]),
+             "-" if row["max_seq_len"] is None else str(row["max_seq_len"])] for row in rows]
+    text = table(header, body, align_right_from=2)
+    notes = [f"note: {row['name']}: {row['note']}" for row in rows if row["note"]]
+    return "\n".join([text, *notes])

@@ -1,0 +1,95 @@
+"""`vramplan validate`: measured against predicted memory on a real GPU, and the report.
+
+    vramplan validate run [--only TERM] [--out CSV] [--budget-s S]   # the matrix, on CUDA
+    vramplan validate run --smoke                                    # CPU smoke run, nothing measured
+    vramplan validate report [PATHS...] [--markdown]                 # accuracy tables
+
+The harness lives in the source tree's `validation/` folder (not in the wheel); torch is
+imported only when a run starts.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from vramplan.errors import InputError
+
+HELP = "run the GPU validation matrix (measured vs predicted) or print its accuracy report"
+EPILOG = """examples:
+  vramplan validate run --list                       # the matrix and each case's prediction
+  vramplan validate run --out results.csv --budget-s 420
+  vramplan validate run --smoke                      # CPU: every harness path, nothing measured
+  vramplan validate report                           # all of validation/results/*.csv
+  vramplan validate report my-results.csv --markdown
+see validation/README.md for running the matrix on a lent GPU"""
+
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def validation_module(name: str):
+    """Import `validation.<name>` from the source checkout this vramplan runs from."""
+    if not (SOURCE_ROOT / "validation" / "cases.py").is_file():
+        raise InputError("validate", "needs a source checkout of vramplan (its validation/ folder); "
+                                     "this install has none")
+    if str(SOURCE_ROOT) not in sys.path:
+        sys.path.insert(0, str(SOURCE_ROOT))
+    return importlib.import_module(f"validation.{name}")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("validate", help=HELP, description=HELP, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = parser.add_subparsers(dest="validate_command", metavar="ACTION", parser_class=type(parser))
+    run_parser = actions.add_parser("run", help="run matrix cases on this machine's GPU (or --smoke on CPU)",
+                                    description="Run validation cases and append measured vs predicted bytes "
+                                                "to a results CSV.")
+    _add_run_arguments(run_parser)
+    report = actions.add_parser("report", help="accuracy of the planner over recorded results",
+                                description="Median and max error of the predicted peak per method and "
+                                            "architecture, verdict agreement, layer scaling, worst cases.")
+    report.add_argument("paths", nargs="*", type=Path,
+                        help="results CSV files or folders (default: validation/results/)")
+    report.add_argument("--markdown", action="store_true", help="Markdown tables (for the README)")
+    report.add_argument("--worst", type=int, default=5, metavar="N", help="how many worst cases to list (default 5)")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results CSV to append to (default on a GPU: validation/results/<date>-<device>.csv)")
+    parser.add_argument("--matrix", type=Path, default=None, help="matrix TOML (default: validation/matrix.toml)")
+    parser.add_argument("--only", action="append", default=[], metavar="TERM",
+                        help="only cases matching TERM: an id substring or key=value (method=qlora, layers=4); repeatable")
+    parser.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                        help="stop starting new cases when the next might end after this many seconds")
+    parser.add_argument("--smoke", action="store_true", help="CPU smoke run on a tiny model; nothing measured")
+    parser.add_argument("--list", action="store_true", help="list the selected cases and their predictions, run nothing")
+
+
+def run(args) -> int:
+    if args.validate_command == "run":
+        runner = validation_module("runner")
+        if args.matrix is None:
+            args.matrix = validation_module("cases").MATRIX_PATH
+        return runner.run_from_args(args, lambda text: print(text, flush=True))
+    if args.validate_command == "report":
+        return _report(args)
+    print("usage: vramplan validate {run,report} ... (see vramplan validate --help)", file=sys.stderr)
+    return 2
+
+
+def _report(args) -> int:
+    results = validation_module("results")
+    report = validation_module("report")
+    if args.worst < 0:
+        raise InputError("--worst", f"must be 0 or more (got {args.worst})")
+    paths = args.paths or [results.RESULTS_DIR]
+    rows = results.read_rows(paths)
+    if not rows:
+        where = ", ".join(str(p) for p in paths)
+        print(f"no results in {where}: run `vramplan validate run` on a GPU machine first (validation/README.md)")
+        return 1
+    summary = report.summarize(rows, worst=args.worst)
+    print(report.render_markdown(summary) if args.markdown else report.render_text(summary))
+    return 0
