@@ -45,7 +45,7 @@ def add_parser(subparsers) -> None:
     run_parser = actions.add_parser("run", help="run matrix cases on this machine's GPU (or --smoke on CPU)",
                                     description="Run validation cases and append measured vs predicted bytes "
                                                 "to a results CSV.")
-    _add_run_arguments(run_parser)
+    add_run_arguments(run_parser)
     report = actions.add_parser("report", help="accuracy of the planner over recorded results",
                                 description="Median and max error of the predicted peak per method and "
                                             "architecture, verdict agreement, layer scaling, worst cases.")
@@ -55,9 +55,11 @@ def add_parser(subparsers) -> None:
     report.add_argument("--worst", type=int, default=5, metavar="N", help="how many worst cases to list (default 5)")
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `vramplan validate run`, shared with validation/run_matrix.py."""
     parser.add_argument("--out", type=Path, default=None,
-                        help="results CSV to append to (default on a GPU: validation/results/<date>-<device>.csv)")
+                        help="results CSV to append to, or a folder for <date>-<device>.csv in it "
+                             "(default on a GPU: validation/results/<date>-<device>.csv)")
     parser.add_argument("--matrix", type=Path, default=None, help="matrix TOML (default: validation/matrix.toml)")
     parser.add_argument("--only", action="append", default=[], metavar="TERM",
                         help="only cases matching TERM: an id substring or key=value (method=qlora, layers=4); repeatable")
@@ -85,7 +87,7 @@ def _report(args) -> int:
     if args.worst < 0:
         raise InputError("--worst", f"must be 0 or more (got {args.worst})")
     paths = args.paths or [results.RESULTS_DIR]
-    rows = results.read_rows(paths)
+    rows = results.read_rows(paths) if args.paths or results.RESULTS_DIR.is_dir() else []
     if not rows:
         where = ", ".join(str(p) for p in paths)
         print(f"no results in {where}: run `vramplan validate run` on a GPU machine first (validation/README.md)")

@@ -1,0 +1,7 @@
+"""The harness lives in the source tree's top-level `validation/` package: make it importable."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,224 @@
+"""The validation matrix as data, and the planner's prediction for each exact case.
+
+`matrix.toml` has a `[defaults]` table and one `[[case]]` table per configuration. A case
+names a catalog model, optionally `layers` (an int, or a list: one run per layer count, the
+honest way to check a 7-9B model's per-layer and fixed terms on one GPU), a GPU profile, an
+optional `memory_fraction` (`torch.cuda.set_per_process_memory_fraction`, to test the "does
+not fit" verdict cheaply), and any RunConfig field. No torch here: the matrix test and the
+report run without it.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vramplan.errors import InputError, from_validation_error
+from vramplan.specs import GPUSpec, ModelSpec, RunConfig
+
+MATRIX_PATH = Path(__file__).resolve().parent / "matrix.toml"
+CASE_KEYS = {"id", "model", "layers", "gpu", "memory_fraction", "warmup_steps", "measured_steps", "note"}
+MEASURED_PHASES = ("load", "forward", "backward", "optimizer", "generate")
+# Measured phase -> the planner phases it spans (the measured peak is the largest of them).
+PLANNER_PHASES = {
+    "forward": ("forward",),
+    "backward": ("loss_backward", "layer_backward", "backward_end"),
+    "optimizer": ("optimizer",),
+    "generate": ("generate",),
+}
+# What is allocated once the model is built and prepared, before any step.
+LOAD_COMPONENTS = ("quantized_weights", "quant_state", "float_weights", "lora_adapters")
+
+# The CPU smoke model: llama-shaped, tiny, so every path runs in seconds without a GPU.
+SMOKE_MODEL = ModelSpec(
+    name="tiny-llama-smoke", architecture="llama", hidden_size=64, intermediate_size=128,
+    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
+    max_position_embeddings=512, source="validation smoke",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One run of the harness: a model (with an optional layer override) and a RunConfig."""
+
+    case_id: str
+    model: str
+    run: RunConfig
+    layers: int | None = None
+    gpu: str = "h100-sxm"
+    memory_fraction: float | None = None
+    warmup_steps: int = 2
+    measured_steps: int = 2
+    note: str = ""
+    spec: ModelSpec | None = field(default=None, compare=False)
+
+    def model_spec(self) -> ModelSpec:
+        """The architecture the planner sees: the catalog model with `layers` applied."""
+        from vramplan.resolve import resolve_model
+
+        spec = self.spec or resolve_model(self.model)
+        if self.layers is not None:
+            spec = spec.model_copy(update={"num_hidden_layers": self.layers})
+        return spec
+
+    def config_dict(self) -> dict:
+        """Everything that defines the run, for the results' JSON column."""
+        return {
+            "case_id": self.case_id, "model": self.model, "layers": self.layers, "gpu": self.gpu,
+            "memory_fraction": self.memory_fraction, "warmup_steps": self.warmup_steps,
+            "measured_steps": self.measured_steps, "run": self.run.model_dump(mode="json"),
+        }
+
+
+def _make_run(fields: dict, where: str) -> RunConfig:
+    try:
+        return RunConfig(**fields)
+    except Exception as exc:  # pydantic.ValidationError
+        raise from_validation_error(exc, prefix=f"{where}: ") from None
+
+
+def _positive_int(value, where: str, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"{where}: {key}", f"must be a positive integer (got {value!r})")
+    return value
+
+
+def cases_from_table(table: dict, defaults: dict, where: str) -> list[Case]:
+    """The Case(s) one `[[case]]` table describes: one per entry of `layers` when it is a list."""
+    merged = {**defaults, **table}
+    for key in ("id", "model"):
+        if not isinstance(merged.get(key), str) or not merged[key]:
+            raise InputError(f"{where}: {key}", "is required (a non-empty string)")
+    run_fields = {k: v for k, v in merged.items() if k not in CASE_KEYS}
+    unknown = sorted(set(run_fields) - set(RunConfig.model_fields))
+    if unknown:
+        raise InputError(f"{where}: {unknown[0]}",
+                         f"is not a case key ({', '.join(sorted(CASE_KEYS))}) nor a RunConfig field")
+    run = _make_run(run_fields, f"{where} ({merged['id']})")
+    fraction = merged.get("memory_fraction")
+    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
+        raise InputError(f"{where}: memory_fraction", f"must be in (0, 1] (got {fraction!r})")
+    layers = merged.get("layers")
+    layer_list = layers if isinstance(layers, list) else [layers]
+    common = dict(
+        model=merged["model"], run=run, gpu=merged.get("gpu", "h100-sxm"),
+        memory_fraction=None if fraction is None else float(fraction),
+        warmup_steps=_positive_int(merged.get("warmup_steps", 2), where, "warmup_steps"),
+        measured_steps=_positive_int(merged.get("measured_steps", 2), where, "measured_steps"),
+        note=str(merged.get("note", "")),
+    )
+    cases = []
+    for count in layer_list:
+        if count is not None:
+            _positive_int(count, where, "layers")
+        suffix = f"-L{count}" if isinstance(layers, list) else ""
+        cases.append(Case(case_id=merged["id"] + suffix, layers=count, **common))
+    return cases
+
+
+def load_matrix(path: str | Path = MATRIX_PATH) -> list[Case]:
+    """Every case of a matrix file, layer lists expanded, ids checked unique."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("--matrix", f"no such file: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(str(path), f"not valid TOML: {exc}") from None
+    defaults = data.get("defaults", {})
+    cases: list[Case] = []
+    for number, table in enumerate(data.get("case", []), start=1):
+        cases.extend(cases_from_table(table, defaults, f"{path.name} case {number}"))
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise InputError(str(path), f"case id {case.case_id!r} appears twice")
+        seen.add(case.case_id)
+    return cases
+
+
+def matches(case: Case, term: str) -> bool:
+    """`--only` terms: `key=value` on a case or run field (method=qlora, layers=4), else a
+    substring of the case id."""
+    if "=" in term:
+        key, _, value = term.partition("=")
+        key = key.strip()
+        if key in ("id", "case_id"):
+            actual = case.case_id
+        elif key in ("model", "gpu", "layers", "memory_fraction"):
+            actual = getattr(case, key)
+        elif key in RunConfig.model_fields:
+            actual = getattr(case.run, key)
+        else:
+            raise InputError("--only", f"unknown key {key!r}; use a case key (model, layers, gpu) or a RunConfig field")
+        return str(actual).lower() == value.strip().lower()
+    return term.lower() in case.case_id.lower()
+
+
+def select(cases: list[Case], only: list[str] | None) -> list[Case]:
+    """Cases matching every `only` term (all of them when `only` is empty)."""
+    terms = [t for t in (only or []) if t.strip()]
+    return [case for case in cases if all(matches(case, term) for term in terms)]
+
+
+def smoke_cases() -> list[Case]:
+    """Tiny CPU cases, one per harness path: QLoRA (our NF4 + LoRA), LoRA, full, inference."""
+    common = dict(micro_batch_size=2, seq_len=32, compute_dtype="bf16")
+    runs = {
+        "smoke-qlora": dict(method="qlora", lora_rank=8, gradient_checkpointing=True, **common),
+        "smoke-qlora-eager": dict(method="qlora", lora_rank=4, gradient_checkpointing=False,
+                                  attention="eager", lora_targets=("q_proj", "v_proj"), **common),
+        "smoke-lora": dict(method="lora", lora_rank=8, gradient_checkpointing=True, **common),
+        "smoke-full": dict(method="full", gradient_checkpointing=False, **common),
+        "smoke-inference": dict(method="inference", max_new_tokens=4, **common),
+        "smoke-inference-nf4": dict(method="inference", weight_format="nf4", max_new_tokens=4, **common),
+    }
+    return [Case(case_id=name, model=SMOKE_MODEL.name, run=RunConfig(**fields), spec=SMOKE_MODEL,
+                 warmup_steps=1, measured_steps=1) for name, fields in runs.items()]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The planner's numbers for one case on one (possibly capped) GPU."""
+
+    phase_bytes: dict[str, int]  # measured phase name -> predicted bytes (absent phases omitted)
+    peak_bytes: int
+    peak_phase: str
+    required_bytes: int
+    capacity_bytes: int
+    fits: bool
+
+
+def planner_gpu(case: Case, device_total_bytes: int | None = None) -> GPUSpec:
+    """The GPU the prediction is for: the case's profile, with the real device's total memory
+    when known; under a memory cap, room for exactly the cap plus the CUDA context (the cap
+    limits the caching allocator; the context lies outside it)."""
+    from vramplan.gpus import get_gpu
+
+    gpu = get_gpu(case.gpu)
+    total = device_total_bytes or gpu.total_memory_bytes
+    if case.memory_fraction is not None:
+        total = int(case.memory_fraction * total) + gpu.cuda_context_bytes
+    return gpu.model_copy(update={"total_memory_bytes": total, "usable_fraction": 1.0})
+
+
+def predict(case: Case, gpu: GPUSpec | None = None) -> Prediction:
+    """Predicted bytes per measured phase, peak and verdict, for the exact case."""
+    from vramplan.estimate import plan
+    from vramplan.memory.plan import phase_components, phase_totals
+
+    gpu = gpu or planner_gpu(case)
+    model = case.model_spec()
+    breakdown = plan(model, gpu, case.run)
+    phases = phase_components(model, gpu, case.run)
+    totals = {name: int(total) for name, total in phase_totals(phases).items()}
+    first = next(iter(phases.values()))
+    predicted = {"load": int(sum(int(first.get(name, 0)) for name in LOAD_COMPONENTS))}
+    for measured, planner_phases in PLANNER_PHASES.items():
+        present = [totals[p] for p in planner_phases if p in totals]
+        if present:
+            predicted[measured] = max(present)
+    return Prediction(
+        phase_bytes=predicted, peak_bytes=breakdown.peak_allocated_bytes, peak_phase=breakdown.peak_phase,
+        required_bytes=breakdown.required_bytes, capacity_bytes=breakdown.capacity_bytes, fits=breakdown.fits,
+    )
