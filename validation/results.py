@@ -20,6 +20,7 @@ import platform
 from pathlib import Path
 
 from vramplan.errors import InputError
+from vramplan.results_files import csv_files
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STATUSES = ("ok", "oom", "error", "not_measured", "smoke")
@@ -135,19 +136,6 @@ def append_row(path: str | Path, row: dict) -> None:
             writer.writerow(COLUMNS)
         writer.writerow([_cell(row.get(column)) for column in COLUMNS])
         handle.flush()
-
-
-def csv_files(paths) -> list[Path]:
-    """The CSV files under `paths` (files or folders), sorted."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files.extend(sorted(path.glob("*.csv")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError("paths", f"no such file or folder: {path}")
-    return files
 
 
 def read_rows(paths) -> list[dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from vramplan.errors import InputError
+from vramplan.results_files import csv_files
 from vramplan.plots.style import MARKERS, OKABE_ITO, new_figure, to_gib
 
 REQUIRED_COLUMNS = ("model", "method", "predicted_peak_bytes", "measured_peak_bytes", "status")
@@ -38,21 +39,6 @@ class ValidationResults:
         return (self.predicted[ok] - self.measured[ok]) / self.measured[ok]
 
 
-def _csv_files(paths, field: str) -> list[Path]:
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            files.extend(sorted(path.glob("*.csv")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(field, f"no such file or folder: {path} (give the results CSV files or their folder)")
-    if not files:
-        where = ", ".join(str(p) for p in paths)
-        raise InputError(field, f"no validation CSV files in {where} (run `vramplan validate` on a GPU machine first)")
-    return files
-
-
 def _number(text: str, where: str, column: str) -> float:
     if text is None or not text.strip():
         return float("nan")
@@ -65,7 +51,7 @@ def _number(text: str, where: str, column: str) -> float:
 def load_validation_results(paths=(DEFAULT_RESULTS,), field: str = "--results") -> ValidationResults:
     """Rows of every CSV under `paths` (files or folders); columns are checked by name."""
     rows: list[tuple] = []
-    for file in _csv_files(paths, field):
+    for file in csv_files(paths, field):
         with file.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             columns = set(reader.fieldnames or ())
