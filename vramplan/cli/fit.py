@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--emit", choices=["hf"], default=None,
                         help="print a ready-to-paste transformers/peft snippet (BitsAndBytesConfig, LoraConfig, "
                              "TrainingArguments) for this plan instead of the table")
+    parser.add_argument("--simulate", action="store_true",
+                        help="also run one step of the real HF architecture on fake tensors (needs torch + "
+                             "transformers; a few seconds) and print its peak and live set beside the plan")
     add_run_arguments(parser)
 
 
@@ -85,6 +88,11 @@ def run(args) -> int:
         print(hf_snippet(model, gpu, run_config, breakdown), end="")
         return 0 if breakdown.fits else 1
     print(render(breakdown))
+    if getattr(args, "simulate", False):
+        from vramplan.simulate.report import render_simulation
+
+        print()
+        print(render_simulation(model, gpu, run_config, breakdown))
     from vramplan.advice import advise, render_advice
 
     advice_text = render_advice(advise(model, gpu, run_config), breakdown.fits)

@@ -8,7 +8,8 @@ of them; gradients are set to None after each step unless accumulation keeps the
 - loss_backward: cross-entropy backward; activations still saved, logits backward peak.
 - layer_backward: the last decoder layer's backward (recomputed first when checkpointing):
   saved activations plus that layer's gradient temporaries and the dequantized weight.
-- backward_end: all gradients exist; one layer's activations remain.
+- backward_end: all gradients exist; one layer's activations remain (plus, for tied
+  embeddings in full fine-tuning, the shared weight's two partial gradients being summed).
 - optimizer: gradients, state and the step's temporaries; no activations.
 Inference has one phase, generate: weights, the full KV cache and the prefill temporaries.
 
@@ -121,7 +122,8 @@ def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
         "forward": {**base, "gradients": grads_kept, "activations": forward_acts, "logits_loss": logits_fwd},
         "loss_backward": {**base, "gradients": grads_kept, "activations": backward_acts, "logits_loss": logits_bwd},
         "layer_backward": {**base, "gradients": maximum(grads_kept, head_grads), "activations": top_layer},
-        "backward_end": {**base, "gradients": grads_all, "activations": last_layer},
+        "backward_end": {**base, "gradients": grads_all + logits.tied_embedding_gradient_bytes(model, run, dtypes),
+                         "activations": last_layer},
         "optimizer": {**base, "gradients": grads_all, "optimizer_step_temp": step_temp},
     }
 

@@ -1,0 +1,55 @@
+"""The analytic model (fast path) and the trace simulator (check) agree within 3% per phase.
+
+Every catalog model gets two points of a grid that covers micro-batch, sequence length,
+LoRA rank, gradient checkpointing, the method (qlora/lora/full/inference) and eager
+attention; the points rotate through the models so the whole catalog costs ~30 s.
+A failure names the phase and the categories (live set at the phase's peak) that differ.
+"""
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from vramplan.catalog import list_models  # noqa: E402
+from vramplan.estimate import make_run  # noqa: E402
+from vramplan.gpus import get_gpu  # noqa: E402
+from vramplan.simulate import compare  # noqa: E402
+
+TOLERANCE = 0.03
+GRID = [
+    dict(micro_batch_size=1, seq_len=512, lora_rank=16, gradient_checkpointing=True),
+    dict(micro_batch_size=2, seq_len=256, lora_rank=64, gradient_checkpointing=False),
+    dict(micro_batch_size=4, seq_len=128, lora_rank=8, gradient_checkpointing=True, lora_dropout=0.0),
+    dict(method="lora", micro_batch_size=1, seq_len=1024, lora_rank=32, gradient_checkpointing=True),
+    dict(micro_batch_size=1, seq_len=256, lora_rank=16, gradient_checkpointing=False, attention="eager"),
+    dict(method="full", micro_batch_size=1, seq_len=256, gradient_checkpointing=True),
+    dict(method="inference", micro_batch_size=2, seq_len=256, max_new_tokens=64),
+    dict(micro_batch_size=1, seq_len=512, lora_rank=16, optimizer="paged_adamw_8bit", grad_accum_steps=2),
+]
+# Real disagreements not resolved yet: (model, grid index) -> the measured gap.
+KNOWN_GAPS: dict[tuple[str, int], str] = {}
+CASES = [(model, GRID[(2 * index + k) % len(GRID)])
+         for index, model in enumerate(list_models()) for k in range(2)]
+
+
+def _case_id(case):
+    model, run = case
+    return f"{model.name}-" + "-".join(f"{k}={v}" for k, v in run.items())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
+def test_analytic_peak_matches_simulated_peak_per_phase(case):
+    model, fields = case
+    reason = KNOWN_GAPS.get((model.name, GRID.index(fields)))
+    if reason:
+        pytest.xfail(reason)
+    if model.is_moe:
+        pytest.xfail("MoE not simulated: transformers 5 fuses the experts into 3-D parameters, "
+                     "the analytic model counts one nn.Linear per expert (gap not measured)")
+    comparisons = compare(model, get_gpu("h100"), make_run(**fields))
+    off = [c.describe() for c in comparisons if abs(c.relative_gap) > TOLERANCE]
+    assert not off, "\n".join(off)
+    peak_analytic = max(c.analytic_bytes for c in comparisons)
+    peak_simulated = max(c.simulated_bytes for c in comparisons)
+    assert abs(peak_analytic - peak_simulated) <= TOLERANCE * peak_simulated

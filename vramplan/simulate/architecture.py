@@ -1,0 +1,253 @@
+"""Build the real Hugging Face architecture of a ModelSpec on fake tensors, as a CUDA run has it.
+
+- `hf_config` maps a ModelSpec back to the transformers config class of its architecture.
+- Attention: CPU kernels save other tensors than CUDA's, so every attention that a CUDA run
+  would send to SDPA's flash / memory-efficient kernel goes through `FlashAttention`, an
+  autograd Function that saves exactly what the CUDA flash kernel saves (q, k, v, the output
+  in [b, s, h, d] layout and the fp32 logsumexp [b, h, s]) and whose backward allocates what
+  flash-attn 2's `mha_bwd` does (fp32 dq accumulator and softmax_d, expanded dk/dv for GQA).
+  It is registered through transformers' own `AttentionInterface` and `AttentionMaskInterface`
+  (no 4-D mask, like flash_attention_2). Eager attention runs the real eager code.
+- Dropout: CPU's `dropout` multiplies by a saved fp32 noise tensor; CUDA's fused
+  `native_dropout` saves a 1-byte bool mask. `cuda_like_kernels` routes dropout to
+  `native_dropout` (its autograd formula saves the mask, as on CUDA).
+- NF4: the decoder linears become `vramplan.nf4.linear.NF4Linear` holding fake packed codes
+  and QuantState tensors of bitsandbytes' shapes. Dequantization is replaced by one output
+  allocation in the compute dtype, which is what the CUDA kernels (bitsandbytes', ours) write.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from vramplan.errors import InputError
+
+SIM_ATTENTION = "vramplan_cuda_sdpa"
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def hf_config(model, num_layers: int | None = None):
+    """The transformers config of `model` (a ModelSpec), optionally with fewer layers."""
+    import transformers as tf
+
+    layers = num_layers or model.num_hidden_layers
+    common = dict(
+        hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
+        num_hidden_layers=layers, num_attention_heads=model.num_attention_heads,
+        num_key_value_heads=model.num_key_value_heads, vocab_size=model.vocab_size,
+        tie_word_embeddings=model.tie_word_embeddings,
+        max_position_embeddings=model.max_position_embeddings,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False,
+    )
+    arch = model.architecture
+    if arch == "llama":
+        return tf.LlamaConfig(**common, head_dim=model.head_dim, attention_bias=model.attention_bias)
+    if arch == "mistral":
+        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=None)
+    if arch == "mixtral":
+        return tf.MixtralConfig(**common, head_dim=model.head_dim, num_local_experts=model.num_local_experts,
+                                num_experts_per_tok=model.num_experts_per_tok, sliding_window=None)
+    if arch == "qwen2":
+        return tf.Qwen2Config(**common, use_sliding_window=False)
+    if arch == "gemma2":
+        return tf.Gemma2Config(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                               final_logit_softcapping=30.0 if model.final_logit_softcapping else None)
+    if arch == "phi3":
+        return tf.Phi3Config(**common)
+    raise InputError("model", f"the simulator does not know architecture {arch!r}")
+
+
+class FlashAttention(torch.autograd.Function):
+    """Shapes and saved tensors of CUDA flash attention (q, k, v in [b, heads, s, d])."""
+
+    @staticmethod
+    def forward(ctx, query, key, value):
+        b, heads, s, d = query.shape
+        out = query.new_empty(b, s, heads, d)  # flash writes [b, s, h, d]; transformers wants that layout
+        logsumexp = query.new_empty(b, heads, s, dtype=torch.float32)
+        ctx.save_for_backward(query, key, value, out, logsumexp)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        query, key, value, _out, _lse = ctx.saved_tensors
+        b, heads, s, d = query.shape
+        s_rounded, d_rounded = -(-s // 128) * 128, -(-d // 32) * 32
+        dq_accum = query.new_empty(b, heads, s_rounded, d_rounded, dtype=torch.float32)  # noqa: F841
+        softmax_d = query.new_empty(b, heads, s_rounded, dtype=torch.float32)  # noqa: F841
+        grad_query = torch.empty_like(query)
+        if key.shape[1] != heads:  # GQA: flash computes per query head, then sums the groups
+            grad_key = query.new_empty(b, heads, s, d).unflatten(1, (key.shape[1], -1)).sum(2)
+            grad_value = query.new_empty(b, heads, s, d).unflatten(1, (key.shape[1], -1)).sum(2)
+        else:
+            grad_key, grad_value = torch.empty_like(key), torch.empty_like(value)
+        return grad_query, grad_key, grad_value
+
+
+def flash_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    if torch.is_autocast_enabled("cpu"):  # sdpa is on CUDA autocast's lower-precision list
+        dtype = torch.get_autocast_dtype("cpu")
+        query, key, value = query.to(dtype), key.to(dtype), value.to(dtype)
+    return FlashAttention.apply(query, key, value), None
+
+
+def _no_mask(*args, **kwargs):
+    return None
+
+
+def register_flash_attention() -> None:
+    from transformers import AttentionInterface, AttentionMaskInterface
+
+    AttentionInterface.register(SIM_ATTENTION, flash_attention_forward)
+    AttentionMaskInterface.register(SIM_ATTENTION, _no_mask)
+
+
+def build_model(model_spec, num_layers: int, run, dtypes):
+    """The HF causal LM with `num_layers` layers, parameters in the run's float dtype, on the current (fake) mode."""
+    from transformers import AutoModelForCausalLM
+
+    register_flash_attention()
+    config = hf_config(model_spec, num_layers)
+    from vramplan.memory.activations import effective_attention
+
+    # Gemma-2 has no SDPA path in transformers: "sdpa" runs eager there, as on a GPU
+    attention = "eager" if effective_attention(model_spec, run) == "eager" else SIM_ATTENTION
+    float_dtype = TORCH_DTYPES[dtypes.float_weights if run.trains else dtypes.compute]
+    if run.method == "lora" or (run.method == "inference" and not dtypes.base_quantized):
+        float_dtype = TORCH_DTYPES[dtypes.weight_format]
+    with _quiet_transformers():  # Gemma-2 refuses sdpa at construction: build eager, then switch
+        hf_model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=float_dtype)
+    for module in hf_model.modules():
+        module_config = getattr(module, "config", None)
+        if module_config is not None:
+            module_config._attn_implementation_internal = attention
+    return hf_model
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+# -- NF4 ----------------------------------------------------------------------------------
+def fake_nf4_linear(linear: nn.Linear, run, dtypes, lora_rank: int):
+    """An NF4Linear with packed codes and QuantState of bitsandbytes' shapes (values unset)."""
+    from vramplan.nf4.linear import NF4Linear
+    from vramplan.nf4.state import QuantState
+
+    out_features, in_features = linear.weight.shape
+    numel = out_features * in_features
+    blocks = -(-numel // run.quant_blocksize)
+    compute = TORCH_DTYPES[dtypes.compute]
+    packed = torch.empty(-(-numel // 2), 1, dtype=torch.uint8)
+    if run.double_quant:
+        state = QuantState(
+            absmax=torch.empty(blocks, dtype=torch.uint8), shape=torch.Size([out_features, in_features]),
+            dtype=compute, blocksize=run.quant_blocksize, quant_type=dtypes.weight_format,
+            code=torch.empty(16), offset=torch.empty(()), nested_absmax=torch.empty(-(-blocks // 256)),
+            nested_code=torch.empty(256))
+    else:
+        state = QuantState(absmax=torch.empty(blocks), shape=torch.Size([out_features, in_features]),
+                           dtype=compute, blocksize=run.quant_blocksize, quant_type=dtypes.weight_format,
+                           code=torch.empty(16))
+    bias = linear.bias
+    return NF4Linear(packed, state, bias, compute_dtype=compute, lora_rank=lora_rank,
+                     lora_alpha=run.resolved_lora_alpha, lora_dropout=run.lora_dropout,
+                     lora_dtype=TORCH_DTYPES[dtypes.lora])
+
+
+def _native_dropout(input, p=0.5, training=True, inplace=False):
+    if not training or p == 0:
+        return input
+    return torch.native_dropout(input, p, True)[0]
+
+
+@contextlib.contextmanager
+def cuda_like_kernels():
+    """Dropout and NF4 dequantization as their CUDA kernels allocate and save."""
+    import torch.nn.functional as F
+
+    original = F.dropout
+    F.dropout = _native_dropout
+    try:
+        with cuda_like_nf4():
+            yield
+    finally:
+        F.dropout = original
+
+
+class LoraLinear(nn.Module):
+    """peft `lora.Linear` on a float base: base(x) + lora_B(lora_A(dropout(x.to(A.dtype)))) * scaling,
+    cast back to the base output's dtype (peft/tuners/lora/layer.py, Linear.forward)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float, dtype: torch.dtype):
+        super().__init__()
+        self.base_layer = base
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False, dtype=dtype)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False, dtype=dtype)
+        self.scaling = alpha / rank
+
+    def forward(self, x):
+        result = self.base_layer(x)
+        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
+        return (result + update).to(result.dtype)
+
+
+def add_lora(hf_model, run, dtypes, lora_names: set[str]) -> None:
+    """Freeze the model and wrap every targeted decoder linear in a LoraLinear."""
+    hf_model.requires_grad_(False)
+    for layer in decoder_layers(hf_model):
+        for child in list(layer.modules()):
+            for attr, sub in list(child.named_children()):
+                if isinstance(sub, nn.Linear) and attr in lora_names:
+                    setattr(child, attr, LoraLinear(sub, run.lora_rank, run.resolved_lora_alpha, run.lora_dropout,
+                                                    TORCH_DTYPES[dtypes.lora]))
+
+
+def cuda_like_dequantize(packed, state, dtype=None, backend="auto"):
+    """The CUDA dequant kernels write the output once: one [out, in] tensor in `dtype`."""
+    return packed.new_empty(tuple(state.shape), dtype=dtype or state.dtype)
+
+
+@contextlib.contextmanager
+def cuda_like_nf4():
+    import vramplan.nf4.linear as nf4_linear
+
+    original = nf4_linear.dequantize_4bit
+    nf4_linear.dequantize_4bit = cuda_like_dequantize
+    try:
+        yield
+    finally:
+        nf4_linear.dequantize_4bit = original
+
+
+def decoder_layers(hf_model):
+    return hf_model.model.layers
+
+
+def quantize_decoder_linears(hf_model, run, dtypes, lora_names: set[str], lora_rank: int):
+    """Swap every nn.Linear inside the decoder layers for a fake NF4Linear (+ LoRA where targeted)."""
+    for layer in decoder_layers(hf_model):
+        for child in list(layer.modules()):
+            for attr, sub in list(child.named_children()):
+                if isinstance(sub, nn.Linear):
+                    rank = lora_rank if attr in lora_names else 0
+                    setattr(child, attr, fake_nf4_linear(sub, run, dtypes, rank))
+
+
+def prepare_for_kbit_training(hf_model) -> None:
+    """peft `prepare_model_for_kbit_training`: freeze, cast fp16/bf16 float params to fp32."""
+    for param in hf_model.parameters():
+        param.requires_grad_(False)
+        if param.dtype in (torch.float16, torch.bfloat16):
+            param.data = param.data.to(torch.float32)

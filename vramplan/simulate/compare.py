@@ -1,0 +1,117 @@
+"""The simulator beside the analytic model (per phase and category) and beside GPU measurements."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from vramplan.memory.plan import phase_components
+
+# A simulated phase covers these analytic phases (the simulator does not split the layer
+# backward from the moment all gradients exist).
+ANALYTIC_PHASES = {
+    "forward": ("forward",),
+    "loss_backward": ("loss_backward",),
+    "layer_backward": ("layer_backward", "backward_end"),
+    "optimizer": ("optimizer",),
+    "generate": ("generate",),
+}
+
+
+@dataclass(frozen=True)
+class PhaseComparison:
+    phase: str
+    analytic_bytes: int
+    simulated_bytes: int
+    analytic_categories: dict[str, int]
+    simulated_categories: dict[str, int]
+
+    @property
+    def relative_gap(self) -> float:
+        """(analytic - simulated) / simulated: positive when the analytic model over-predicts."""
+        return (self.analytic_bytes - self.simulated_bytes) / max(self.simulated_bytes, 1)
+
+    def category_gaps(self) -> dict[str, int]:
+        """analytic - simulated bytes for every category where they differ, largest first."""
+        names = set(self.analytic_categories) | set(self.simulated_categories)
+        gaps = {name: int(self.analytic_categories.get(name, 0)) - int(self.simulated_categories.get(name, 0))
+                for name in names}
+        return dict(sorted(((n, g) for n, g in gaps.items() if g), key=lambda item: -abs(item[1])))
+
+    def describe(self) -> str:
+        gaps = ", ".join(f"{name} {gap / 2**20:+.1f} MiB" for name, gap in self.category_gaps().items())
+        return (f"{self.phase}: analytic {self.analytic_bytes / 2**30:.3f} GiB vs simulated "
+                f"{self.simulated_bytes / 2**30:.3f} GiB ({self.relative_gap:+.2%}); by category: {gaps or 'equal'}")
+
+
+def compare(model_spec, gpu_spec, run, result=None) -> list[PhaseComparison]:
+    """Per phase: the analytic prediction and the simulation, each with its live set by category."""
+    from vramplan.simulate.engine import simulate
+
+    result = result or simulate(model_spec, gpu_spec, run)
+    analytic = phase_components(model_spec, gpu_spec, run)
+    out = []
+    for phase, simulated in result.phase_peaks.items():
+        candidates = [analytic[name] for name in ANALYTIC_PHASES[phase]]
+        chosen = max(candidates, key=lambda parts: sum(parts.values()))
+        out.append(PhaseComparison(
+            phase=phase, analytic_bytes=int(sum(chosen.values())), simulated_bytes=simulated,
+            analytic_categories={k: int(v) for k, v in chosen.items() if v},
+            simulated_categories=result.phase_categories[phase]))
+    return out
+
+
+MEASURED_COLUMNS = ("measured_peak_bytes", "max_memory_allocated")
+
+
+def compare_with_results(path) -> list[dict]:
+    """Simulator vs measured next to analytic vs measured for every row of a results CSV.
+
+    A row names `model` and `gpu`, any RunConfig fields as columns (empty = default), and the
+    measured `torch.cuda.max_memory_allocated()` as `measured_peak_bytes` (or
+    `max_memory_allocated`). Returns one dict per row: model, gpu, measured, analytic,
+    simulated (None when the simulator cannot run it, with `skipped` saying why), and the
+    relative errors `analytic_error`, `simulated_error` ((predicted - measured) / measured).
+    """
+    from vramplan.errors import InputError
+    from vramplan.estimate import make_run, plan
+    from vramplan.gpus import get_gpu
+    from vramplan.resolve import resolve_model
+    from vramplan.simulate.engine import simulate
+    from vramplan.specs.run import RunConfig
+
+    rows = []
+    with Path(path).open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            measured_text = next((row[c] for c in MEASURED_COLUMNS if row.get(c)), None)
+            if measured_text is None:
+                continue
+            measured = int(float(measured_text))
+            fields = {k: _parse_field(v) for k, v in row.items()
+                      if k in RunConfig.model_fields and v not in (None, "")}
+            model, gpu, run = resolve_model(row["model"]), get_gpu(row["gpu"]), make_run(**fields)
+            analytic = plan(model, gpu, run).peak_allocated_bytes
+            out = {"model": model.name, "gpu": gpu.name, "measured": measured, "analytic": analytic,
+                   "analytic_error": (analytic - measured) / measured, "simulated": None,
+                   "simulated_error": None, "skipped": ""}
+            try:
+                simulated = simulate(model, gpu, run).peak_bytes
+            except InputError as exc:
+                out["skipped"] = str(exc)
+            else:
+                out["simulated"] = simulated
+                out["simulated_error"] = (simulated - measured) / measured
+            rows.append(out)
+    return rows
+
+
+def _parse_field(text: str):
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

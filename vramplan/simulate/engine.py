@@ -1,0 +1,252 @@
+"""One real training step (or prefill + decode) of the HF architecture on fake tensors.
+
+The step is what the HF Trainer runs after warm-up: optimizer state already exists, gradients
+are None (kept when accumulating), forward + loss under `torch.autocast` (CPU autocast in
+bf16/fp16 mirrors CUDA's: the ops these decoders use - linear/matmul in the low dtype,
+RMSNorm/RoPE/softmax/cross-entropy in fp32 by explicit casts - are on the same cast lists
+for both devices), backward outside autocast, `optimizer.step()`, `zero_grad(set_to_none)`.
+
+Phases (as the analytic model names them): forward (model + loss), loss_backward (until the
+gradient of the lm_head input exists), layer_backward (the rest of backward, up to all
+gradients), optimizer. Inference: generate (prefill with `logits_to_keep=1` into a
+StaticCache of seq + max_new_tokens, the fp32 copy of the logits, one decode step).
+
+Scale: the decoder layers are identical, so a model of L layers is simulated with 1 and 2
+layers and every phase's peak and live set extrapolated: x(L) = x(1) + (L - 1) (x(2) - x(1)).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from vramplan.errors import InputError
+from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.memory.lora import targeted_linears
+from vramplan.simulate import architecture as arch
+from vramplan.simulate.optimizers import make_optimizer, state_categories
+from vramplan.simulate.tracker import PAGED, AllocationTracker
+
+SIMULATED_FORMATS = frozenset({"nf4", "fp4", "fp32", "bf16", "fp16"})
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Simulated `max_memory_allocated` of one step, per phase, and the live set at each peak."""
+
+    model: str
+    gpu: str
+    peak_bytes: int
+    peak_phase: str
+    phase_peaks: dict[str, int]
+    phase_categories: dict[str, dict[str, int]]  # live bytes by category at each phase's peak
+    paged_optimizer_bytes: int = 0
+    layers_simulated: tuple[int, ...] = ()
+    per_layer_bytes: dict[str, int] = field(default_factory=dict)  # phase -> bytes added per layer
+    seconds: float = 0.0
+
+    @property
+    def categories_at_peak(self) -> dict[str, int]:
+        return self.phase_categories[self.peak_phase]
+
+
+@dataclass
+class _Raw:
+    phase_peaks: dict[str, int]
+    phase_categories: dict[str, dict[str, int]]
+    paged: int
+
+
+def simulate(model_spec, gpu_spec, run) -> SimulationResult:
+    """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 1 and 2 decoder layers."""
+    started = time.perf_counter()
+    dtypes = resolve_dtypes(run, gpu_spec)
+    _check_supported(model_spec, run, dtypes)
+    layers = model_spec.num_hidden_layers
+    if layers <= 2:
+        raw, simulated, per_layer = _simulate_layers(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
+    else:
+        one = _simulate_layers(model_spec, gpu_spec, run, dtypes, 1)
+        two = _simulate_layers(model_spec, gpu_spec, run, dtypes, 2)
+        raw, simulated = _extrapolate(one, two, layers), (1, 2)
+        per_layer = {phase: two.phase_peaks[phase] - one.phase_peaks[phase] for phase in one.phase_peaks}
+    peak_phase = max(raw.phase_peaks, key=raw.phase_peaks.get)
+    return SimulationResult(
+        model=model_spec.name, gpu=gpu_spec.name, peak_bytes=raw.phase_peaks[peak_phase], peak_phase=peak_phase,
+        phase_peaks=raw.phase_peaks, phase_categories=raw.phase_categories, paged_optimizer_bytes=raw.paged,
+        layers_simulated=simulated, per_layer_bytes=per_layer, seconds=time.perf_counter() - started)
+
+
+def _extrapolate(one: _Raw, two: _Raw, layers: int) -> _Raw:
+    def line(a: int, b: int) -> int:
+        return a + (layers - 1) * (b - a)
+
+    peaks = {phase: line(one.phase_peaks[phase], two.phase_peaks[phase]) for phase in one.phase_peaks}
+    categories = {}
+    for phase in one.phase_categories:
+        names = set(one.phase_categories[phase]) | set(two.phase_categories[phase])
+        categories[phase] = {name: line(one.phase_categories[phase].get(name, 0), two.phase_categories[phase].get(name, 0))
+                             for name in sorted(names)}
+    return _Raw(peaks, categories, line(one.paged, two.paged))
+
+
+def _check_supported(model_spec, run, dtypes) -> None:
+    if dtypes.weight_format not in SIMULATED_FORMATS:
+        raise InputError("weight_format", f"the simulator runs {', '.join(sorted(SIMULATED_FORMATS))} "
+                                          f"(got {dtypes.weight_format}); use the analytic plan")
+    if model_spec.is_moe:
+        raise InputError("model", "the simulator does not run MoE models yet (transformers 5 fuses the experts)")
+    if run.loss_impl != "standard":
+        raise InputError("loss_impl", "the simulator runs the standard loss only")
+    if dtypes.kv_cache not in arch.TORCH_DTYPES:
+        raise InputError("kv_cache_dtype", "the simulator runs bf16/fp16/fp32 KV caches only")
+
+
+def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int) -> _Raw:
+    with FakeTensorMode(), arch.cuda_like_kernels(), _no_grad_unless(run.trains):
+        hf_model = arch.build_model(model_spec, layers, run, dtypes)
+        lora_names = set()
+        if run.uses_lora:
+            lora_names = {lin.name for lin in targeted_linears(model_spec, run.lora_targets)}
+        if run.method == "qlora":
+            if run.kbit_prep:
+                arch.prepare_for_kbit_training(hf_model)
+            else:
+                hf_model.requires_grad_(False)
+            arch.quantize_decoder_linears(hf_model, run, dtypes, lora_names, run.lora_rank)
+        elif run.method == "inference":
+            hf_model.requires_grad_(False)
+            if dtypes.base_quantized:
+                arch.quantize_decoder_linears(hf_model, run, dtypes, set(), 0)
+        elif run.method == "lora":
+            arch.add_lora(hf_model, run, dtypes, lora_names)
+        tracker = AllocationTracker()
+        _register_parameters(tracker, hf_model)
+        if run.trains:
+            _training_step(tracker, hf_model, model_spec, gpu_spec, run, dtypes)
+        else:
+            _inference_step(tracker, hf_model, model_spec, run, dtypes)
+    workspace = gpu_spec.cublas_workspace_bytes
+    peaks = {phase: peak.bytes + workspace for phase, peak in tracker.peaks.items()}
+    categories = {}
+    for phase in tracker.peaks:
+        categories[phase] = {**tracker.phase_categories(phase), "cublas_workspace": workspace}
+    return _Raw(peaks, categories, tracker.paged_bytes)
+
+
+@contextlib.contextmanager
+def _no_grad_unless(trains: bool):
+    with contextlib.nullcontext() if trains else torch.no_grad():
+        yield
+
+
+def _register_parameters(tracker, hf_model) -> None:
+    from vramplan.nf4.linear import NF4Linear
+
+    quant_buffers = set()
+    packed = set()
+    for module in hf_model.modules():
+        if isinstance(module, NF4Linear):
+            packed.add(id(module.weight))
+            quant_buffers.update(id(buffer) for buffer in module.buffers(recurse=False))
+    for name, param in hf_model.named_parameters():
+        if id(param) in packed:
+            tracker.track(param, "quantized_weights")
+        elif "lora_" in name:
+            tracker.track(param, "lora_adapters")
+        else:
+            tracker.track(param, "float_weights")
+    for buffer in hf_model.buffers():
+        tracker.track(buffer, "quant_state" if id(buffer) in quant_buffers else "float_weights")
+
+
+def _autocast(dtypes):
+    compute = arch.TORCH_DTYPES[dtypes.compute]
+    return torch.autocast("cpu", dtype=compute, enabled=compute != torch.float32)
+
+
+def _training_step(tracker, hf_model, model_spec, gpu_spec, run, dtypes) -> None:
+    hf_model.train()
+    if run.gradient_checkpointing:
+        kwargs = {"use_reentrant": False}
+        if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    trainable = [p for p in hf_model.parameters() if p.requires_grad]
+    if not trainable:
+        raise InputError("method", "nothing to train in this run")
+    optimizer = make_optimizer(run.optimizer, trainable)
+    input_ids = torch.zeros(run.micro_batch_size, run.seq_len, dtype=torch.long)
+    lm_head = hf_model.get_output_embeddings()
+
+    def enter_head(module, args):
+        tracker.category = "logits_loss"
+        hidden = args[0]
+        if hidden.requires_grad:
+            hidden.register_hook(lambda grad: tracker.start_phase("layer_backward", "activations"))
+
+    hook = lm_head.register_forward_pre_hook(enter_head)
+    with tracker:
+        for param in trainable:  # warm-up: the optimizer state of earlier steps
+            param.grad = torch.zeros_like(param)
+        optimizer.step()
+        for tensor, category in state_categories(optimizer):
+            tracker.recategorize(tensor, category)
+        tracker.paged_bytes = sum(t.untyped_storage().nbytes() for t, c in state_categories(optimizer) if c == PAGED)
+        optimizer.zero_grad(set_to_none=run.grad_accum_steps == 1)
+        for param in trainable:
+            if param.grad is not None:
+                tracker.recategorize(param.grad, "gradients")
+
+        tracker.start_phase("forward", "activations")
+        with _autocast(dtypes):
+            loss = hf_model(input_ids=input_ids, labels=input_ids, use_cache=False).loss
+        tracker.start_phase("loss_backward", "logits_loss")
+        loss.backward()
+        del loss
+        for param in trainable:
+            tracker.recategorize(param.grad, "gradients")
+        tracker.start_phase("optimizer", "optimizer_step_temp")
+        optimizer.step()
+        tracker.stop()
+        optimizer.zero_grad(set_to_none=True)
+    hook.remove()
+
+
+def _inference_step(tracker, hf_model, model_spec, run, dtypes) -> None:
+    from transformers import StaticCache
+
+    hf_model.eval()
+    batch, seq = run.micro_batch_size, run.seq_len
+    input_ids = torch.zeros(batch, seq, dtype=torch.long)
+    lm_head = hf_model.get_output_embeddings()
+
+    def enter_head(module, args):
+        tracker.category = "logits_loss"
+
+    def leave_head(module, args, output):
+        tracker.category = "activations"
+
+    hooks = [lm_head.register_forward_pre_hook(enter_head), lm_head.register_forward_hook(leave_head)]
+    with tracker:
+        cache = StaticCache(config=hf_model.config, max_cache_len=seq + run.max_new_tokens)
+        tracker.start_phase("generate", "kv_cache")
+        cache.early_initialization(batch, model_spec.num_key_value_heads, model_spec.head_dim,
+                                   arch.TORCH_DTYPES[dtypes.kv_cache], input_ids.device) \
+            if hasattr(cache, "early_initialization") else None
+        tracker.category = "activations"
+        logits = hf_model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+        tracker.category = "logits_loss"
+        scores = logits[:, -1, :].float()
+        tracker.category = "activations"
+        next_ids = torch.zeros(batch, 1, dtype=torch.long)
+        hf_model(input_ids=next_ids, past_key_values=cache, use_cache=True, logits_to_keep=1,
+                 cache_position=torch.tensor([seq]))
+        del logits, scores
+        tracker.stop()
+    for hook in hooks:
+        hook.remove()
