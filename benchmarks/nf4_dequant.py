@@ -117,8 +117,8 @@ def run(args) -> dict:
         os.environ["TRITON_INTERPRET"] = "1"  # before the kernel module is imported
     import torch
 
-    from vramplan.nf4 import dequantize_4bit_torch, quantize_4bit
-    from vramplan.nf4.dequantize_triton import dequantize_4bit_triton
+    from vramplan.torch_nf4 import dequantize_4bit_torch, quantize_4bit
+    from vramplan.torch_nf4.dequantize_triton import dequantize_4bit_triton
 
     device = "cpu" if args.smoke else "cuda"
     if device == "cuda" and not torch.cuda.is_available():

@@ -26,7 +26,7 @@ def test_planner_core_never_imports_torch():
     import pathlib
 
     core = pathlib.Path(__file__).resolve().parents[1] / "vramplan"
-    torch_side = {"nf4", "simulate"}
+    torch_side = {"torch_nf4", "simulate"}
     offenders = []
     for path in core.rglob("*.py"):
         if torch_side & set(path.relative_to(core).parts):

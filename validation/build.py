@@ -5,7 +5,7 @@ weights: memory depends on shapes, not values) and materialised one top-level mo
 time on the target device; each decoder layer is quantized to NF4 (our quantizer, our Triton
 dequant kernel) with LoRA on the targets right after it is materialised, so the load peak is
 one float layer above the quantized model. Then the k-bit preparation a user applies
-(`vramplan.nf4.inject.prepare_for_kbit_training`: fp32 embeddings/norms/lm_head, gradient
+(`vramplan.torch_nf4.inject.prepare_for_kbit_training`: fp32 embeddings/norms/lm_head, gradient
 checkpointing non-reentrant when asked), peft LoRA on a bf16 base, or full fine-tuning.
 """
 from __future__ import annotations
@@ -161,7 +161,7 @@ def build_model(spec: ModelSpec, run: RunConfig, gpu: GPUSpec, device: torch.dev
 
 
 def _quantize_layer(layer: nn.Module, run: RunConfig, dtypes) -> None:
-    from vramplan.nf4.inject import quantize_model_to_nf4_lora
+    from vramplan.torch_nf4.inject import quantize_model_to_nf4_lora
 
     lora = run.method == "qlora"
     quantize_model_to_nf4_lora(
@@ -179,7 +179,7 @@ def _quantize_layer(layer: nn.Module, run: RunConfig, dtypes) -> None:
 
 
 def _prepare_qlora(model: nn.Module, run: RunConfig) -> nn.Module:
-    from vramplan.nf4.inject import prepare_for_kbit_training
+    from vramplan.torch_nf4.inject import prepare_for_kbit_training
 
     checkpointing = {"use_reentrant": False}
     if run.kbit_prep:

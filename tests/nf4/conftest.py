@@ -1,5 +1,5 @@
 """NF4 tests run on CPU: the Triton kernel runs in the interpreter, which must be switched on
-before `vramplan.nf4.dequantize_triton` defines the kernel, i.e. here, before any test module
+before `vramplan.torch_nf4.dequantize_triton` defines the kernel, i.e. here, before any test module
 imports it. On a machine with CUDA the kernel is compiled for real instead."""
 import importlib.util
 import os

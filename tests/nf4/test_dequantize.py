@@ -5,8 +5,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the NF4 extra needs torch")
 pytest.importorskip("triton", reason="the Triton kernel needs triton")
 
-from vramplan.nf4 import dequantize_4bit, dequantize_4bit_torch, quantize_4bit  # noqa: E402
-from vramplan.nf4.dequantize_triton import dequantize_4bit_triton  # noqa: E402
+from vramplan.torch_nf4 import dequantize_4bit, dequantize_4bit_torch, quantize_4bit  # noqa: E402
+from vramplan.torch_nf4.dequantize_triton import dequantize_4bit_triton  # noqa: E402
 
 OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -5,8 +5,8 @@ transformers = pytest.importorskip("transformers", reason="the inject test build
 
 from torch import nn  # noqa: E402
 
-from vramplan.nf4.inject import prepare_for_kbit_training, quantize_model_to_nf4_lora  # noqa: E402
-from vramplan.nf4.linear import NF4Linear  # noqa: E402
+from vramplan.torch_nf4.inject import prepare_for_kbit_training, quantize_model_to_nf4_lora  # noqa: E402
+from vramplan.torch_nf4.linear import NF4Linear  # noqa: E402
 
 TARGETS = ("q_proj", "v_proj")
 

@@ -4,7 +4,7 @@ torch = pytest.importorskip("torch", reason="the NF4 extra needs torch")
 
 from torch import nn  # noqa: E402
 
-from vramplan.nf4.linear import NF4Linear, matmul_4bit  # noqa: E402
+from vramplan.torch_nf4.linear import NF4Linear, matmul_4bit  # noqa: E402
 
 
 def _layer(in_features=96, out_features=40, bias=True, **kwargs) -> NF4Linear:

@@ -3,8 +3,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the NF4 extra needs torch")
 
-from vramplan.nf4 import quantize_4bit  # noqa: E402
-from vramplan.nf4.accounting import model_tensor_bytes, state_tensor_bytes, total_quantized_bytes  # noqa: E402
+from vramplan.torch_nf4 import quantize_4bit  # noqa: E402
+from vramplan.torch_nf4.accounting import model_tensor_bytes, state_tensor_bytes, total_quantized_bytes  # noqa: E402
 
 weights = pytest.importorskip("vramplan.memory.weights", reason="planner weights module not present")
 if not hasattr(weights, "nf4_state_tensor_bytes"):
@@ -40,7 +40,7 @@ def test_formula_holds_for_the_full_size_128k_head_without_quantizing_it():
 def test_model_accounting_sums_every_quantized_layer():
     from torch import nn
 
-    from vramplan.nf4.linear import NF4Linear
+    from vramplan.torch_nf4.linear import NF4Linear
 
     model = nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 33))
     model[0] = NF4Linear.from_linear(model[0], double_quant=True)

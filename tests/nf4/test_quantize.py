@@ -2,7 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the NF4 extra needs torch")
 
-from vramplan.nf4 import codes, quantize_4bit  # noqa: E402
+from vramplan.torch_nf4 import codes, quantize_4bit  # noqa: E402
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -2,8 +2,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the NF4 extra needs torch")
 
-from vramplan.nf4 import QuantState, dequantize_4bit_torch, quantize_4bit  # noqa: E402
-from vramplan.nf4.linear import NF4Linear  # noqa: E402
+from vramplan.torch_nf4 import QuantState, dequantize_4bit_torch, quantize_4bit  # noqa: E402
+from vramplan.torch_nf4.linear import NF4Linear  # noqa: E402
 
 
 def _assert_states_equal(a: QuantState, b: QuantState):

@@ -45,7 +45,7 @@ def test_linear_forward_backward_bytes_equal_real_tensors():
 
 @pytest.mark.parametrize("double_quant", [True, False])
 def test_nf4_lora_layer_bytes_equal_real_quantized_tensors(double_quant):
-    from vramplan.nf4.linear import NF4Linear
+    from vramplan.torch_nf4.linear import NF4Linear
 
     out_features, in_features, rank = 192, 128, 8
     run = make_run(method="qlora", double_quant=double_quant, lora_rank=rank, quant_blocksize=64)

@@ -70,7 +70,7 @@ def test_built_model_holds_what_the_planner_counts(case):
 
 
 def test_qlora_build_quantizes_every_decoder_linear_and_keeps_lm_head_float():
-    from vramplan.nf4.linear import NF4Linear
+    from vramplan.torch_nf4.linear import NF4Linear
 
     case = smoke_cases()[0]
     model = build_model(case.model_spec(), case.run, planner_gpu(case), CPU)

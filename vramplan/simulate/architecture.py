@@ -11,7 +11,7 @@
 - Dropout: CPU's `dropout` multiplies by a saved fp32 noise tensor; CUDA's fused
   `native_dropout` saves a 1-byte bool mask. `cuda_like_kernels` routes dropout to
   `native_dropout` (its autograd formula saves the mask, as on CUDA).
-- NF4: the decoder linears become `vramplan.nf4.linear.NF4Linear` holding fake packed codes
+- NF4: the decoder linears become `vramplan.torch_nf4.linear.NF4Linear` holding fake packed codes
   and QuantState tensors of bitsandbytes' shapes. Dequantization is replaced by one output
   allocation in the compute dtype, which is what the CUDA kernels (bitsandbytes', ours) write.
 """
@@ -141,8 +141,8 @@ def _quiet_transformers():
 # -- NF4 ----------------------------------------------------------------------------------
 def fake_nf4_linear(linear: nn.Linear, run, dtypes, lora_rank: int):
     """An NF4Linear with packed codes and QuantState of bitsandbytes' shapes (values unset)."""
-    from vramplan.nf4.linear import NF4Linear
-    from vramplan.nf4.state import QuantState
+    from vramplan.torch_nf4.linear import NF4Linear
+    from vramplan.torch_nf4.state import QuantState
 
     out_features, in_features = linear.weight.shape
     numel = out_features * in_features
@@ -221,7 +221,7 @@ def cuda_like_dequantize(packed, state, dtype=None, backend="auto"):
 
 @contextlib.contextmanager
 def cuda_like_nf4():
-    import vramplan.nf4.linear as nf4_linear
+    import vramplan.torch_nf4.linear as nf4_linear
 
     original = nf4_linear.dequantize_4bit
     nf4_linear.dequantize_4bit = cuda_like_dequantize

@@ -144,7 +144,7 @@ def _no_grad_unless(trains: bool):
 
 
 def _register_parameters(tracker, hf_model) -> None:
-    from vramplan.nf4.linear import NF4Linear
+    from vramplan.torch_nf4.linear import NF4Linear
 
     quant_buffers = set()
     packed = set()

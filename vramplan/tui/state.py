@@ -9,8 +9,10 @@ from __future__ import annotations
 import types
 import typing
 
+from vramplan import solvers
 from vramplan.cli.fit import breakdown_json
 from vramplan.cli.run_flags import command_line
+from vramplan.emit_hf import hf_snippet
 from vramplan.errors import InputError
 from vramplan.estimate import make_run, plan
 from vramplan.gpus import get_gpu
@@ -66,14 +68,18 @@ class WhatIf:
         return breakdown
 
     def set_model(self, text: str) -> Breakdown:
-        text = text.strip()
-        return self._commit(text, self.gpu_text, resolve_model(text), self.gpu, self.run)
+        model = resolve_model(text)
+        if model == self.model and model.source == "catalog":
+            text = self.model_text  # the list says "llama-2-13b"; keep the user's "13b"
+        return self._commit(text.strip(), self.gpu_text, model, self.gpu, self.run)
 
     def set_gpu(self, text: str) -> Breakdown:
-        text = text.strip()
-        if not text:
+        if not text.strip():
             raise InputError("gpu", "give a profile name or a size like 24GiB")
-        return self._commit(self.model_text, text, self.model, get_gpu(text), self.run)
+        gpu = get_gpu(text)
+        if gpu == self.gpu:
+            text = self.gpu_text
+        return self._commit(self.model_text, text.strip(), self.model, gpu, self.run)
 
     def set_field(self, name: str, raw) -> Breakdown:
         value = parse_field(name, raw)
@@ -94,12 +100,7 @@ class WhatIf:
 
 
 def largest_that_fit(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> dict[str, int]:
-    """Largest micro-batch, sequence length and (LoRA runs) rank that fit, from the solvers.
-
-    ImportError while `vramplan.solvers` is not there.
-    """
-    from vramplan import solvers
-
+    """Largest micro-batch, sequence length and (LoRA runs) rank that fit, from the solvers."""
     limits = {
         "micro-batch": solvers.max_micro_batch(model, gpu, run),
         "sequence length": solvers.max_seq_len(model, gpu, run),
@@ -109,15 +110,6 @@ def largest_that_fit(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> dict[str
     return limits
 
 
-def advice_for(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> list:
-    """Ranked changes that make the run fit (`vramplan.advice.advise`); ImportError until it exists."""
-    from vramplan.advice import advise
-
-    return list(advise(model, gpu, run))
-
-
 def emit_hf_snippet(state: WhatIf) -> str:
-    """The transformers/peft code for this run (`vramplan.emit_hf.emit_hf`); ImportError until it exists."""
-    from vramplan.emit_hf import emit_hf
-
-    return emit_hf(state.model, state.gpu, state.run)
+    """The transformers/peft code for this run, as `vramplan fit --emit hf` prints it."""
+    return hf_snippet(state.model, state.gpu, state.run, state.breakdown)

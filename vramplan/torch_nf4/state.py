@@ -12,7 +12,7 @@ import json
 
 import torch
 
-from vramplan.nf4.codes import NESTED_BLOCKSIZE, QUANT_TYPES
+from vramplan.torch_nf4.codes import NESTED_BLOCKSIZE, QUANT_TYPES
 
 _PACKED_KEY = "quant_state.bitsandbytes__"
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vramplan.nf4 import codes
-from vramplan.nf4.state import QuantState
+from vramplan.torch_nf4 import codes
+from vramplan.torch_nf4.state import QuantState
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 

@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from vramplan.nf4.state import QuantState
+from vramplan.torch_nf4.state import QuantState
 
 _OUT_KIND = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 BYTES_PER_PROGRAM = 1024

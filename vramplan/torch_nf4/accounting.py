@@ -8,8 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vramplan.nf4.linear import NF4Linear
-from vramplan.nf4.state import QuantState
+from vramplan.torch_nf4.linear import NF4Linear
+from vramplan.torch_nf4.state import QuantState
 
 
 def tensor_bytes(tensor: torch.Tensor) -> int:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vramplan.nf4.dequantize import dequantize_4bit
-from vramplan.nf4.quantize import quantize_4bit
-from vramplan.nf4.state import QuantState
+from vramplan.torch_nf4.dequantize import dequantize_4bit
+from vramplan.torch_nf4.quantize import quantize_4bit
+from vramplan.torch_nf4.state import QuantState
 
 
 _STATE_BUFFERS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map", "offset")

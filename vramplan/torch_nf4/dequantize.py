@@ -11,8 +11,8 @@ import os
 
 import torch
 
-from vramplan.nf4.quantize import FLOAT_DTYPES
-from vramplan.nf4.state import QuantState
+from vramplan.torch_nf4.quantize import FLOAT_DTYPES
+from vramplan.torch_nf4.state import QuantState
 
 
 def _expand_blocks(per_block: torch.Tensor, blocksize: int, n: int) -> torch.Tensor:
@@ -63,6 +63,6 @@ def dequantize_4bit(
     use_torch = dtype == torch.float64 or not triton_usable(packed.device)
     if backend == "torch" or (backend == "auto" and use_torch):
         return dequantize_4bit_torch(packed, state, dtype)
-    from vramplan.nf4.dequantize_triton import dequantize_4bit_triton
+    from vramplan.torch_nf4.dequantize_triton import dequantize_4bit_triton
 
     return dequantize_4bit_triton(packed, state, dtype)

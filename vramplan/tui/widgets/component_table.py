@@ -1,0 +1,34 @@
+"""Where every byte goes: one row per Breakdown component, updated in place."""
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from vramplan.cli.format import COMPONENT_LABELS, gib
+
+TOTAL = "total needed"
+CAPACITY = "GPU capacity"
+
+
+class ComponentTable(DataTable):
+    """Rows are made once; each change rewrites cells with `update_cell` (no flicker)."""
+
+    def on_mount(self) -> None:
+        self.cursor_type = "row"
+        self.zebra_stripes = True
+        self.add_column("component at the peak", key="component")
+        self.add_column("GiB", key="gib", width=8)
+        self.add_column("share", key="share", width=6)
+
+    def show(self, breakdown) -> None:
+        values = {**breakdown.components(), TOTAL: breakdown.required_bytes, CAPACITY: breakdown.capacity_bytes}
+        if not self.row_count:
+            for key in values:
+                self.add_row(COMPONENT_LABELS.get(key, key), "", "", key=key)
+        for key, value in values.items():
+            self.update_cell(key, "gib", gib(value).rjust(7) if value else "      –")
+            share = f"{100 * value / breakdown.required_bytes:5.1f}%" if value and key != CAPACITY else ""
+            self.update_cell(key, "share", share)
+
+    def shown_gib(self, key: str) -> str:
+        """The GiB text in row `key` (what a user reads)."""
+        return str(self.get_cell(key, "gib")).strip()

@@ -1,0 +1,66 @@
+"""A stacked bar of the Breakdown's components against the GPU's capacity."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from vramplan.cli.format import COMPONENT_LABELS, gib
+
+COLORS = {
+    "quantized_weights": "dodger_blue1",
+    "quant_state": "deep_sky_blue4",
+    "float_weights": "steel_blue1",
+    "lora_adapters": "green3",
+    "gradients": "chartreuse3",
+    "optimizer_state": "gold1",
+    "optimizer_step_temp": "dark_goldenrod",
+    "activations": "magenta",
+    "logits_loss": "orchid1",
+    "kv_cache": "medium_purple1",
+    "cublas_workspace": "grey62",
+    "allocator_reserve": "grey50",
+    "cuda_context": "grey37",
+}
+
+
+def short_label(component: str) -> str:
+    return COMPONENT_LABELS.get(component, component).split(" (")[0]
+
+
+class MemoryBar(Widget):
+    """One cell per 1/width of max(capacity, required); free memory dim, overflow red."""
+
+    breakdown = reactive(None, layout=True)
+
+    def render(self) -> Text:
+        breakdown = self.breakdown
+        if breakdown is None:
+            return Text("")
+        width = max(10, self.size.width)
+        scale = max(breakdown.capacity_bytes, breakdown.required_bytes)
+        parts = [(name, value) for name, value in breakdown.components().items() if value > 0]
+        bar, cumulative, used_cells = Text(), 0, 0
+        for name, value in parts:
+            cumulative += value
+            end = round(cumulative / scale * width)  # cumulative rounding: segments add up exactly
+            bar.append("█" * (end - used_cells), style=COLORS.get(name, "white"))
+            used_cells = end
+        capacity_cell = round(breakdown.capacity_bytes / scale * width)
+        if used_cells < width:
+            bar.append("░" * (width - used_cells), style="grey30")
+        else:
+            bar.stylize("on red", capacity_cell, width)
+        caption = f"capacity {gib(breakdown.capacity_bytes)} GiB"
+        marker = Text(" " * width)
+        if breakdown.fits:
+            marker = Text(caption.rjust(width), style="dim")
+        else:
+            label = f"▲ {caption}"
+            start = max(0, min(capacity_cell - 1, width - len(label)))
+            marker = Text(" " * start + label, style="bold red")
+        legend = Text()
+        for name, value in parts:
+            legend.append("■ ", style=COLORS.get(name, "white"))
+            legend.append(f"{short_label(name)} {gib(value)}  ")
+        return Text("\n").join([bar, marker, legend])
