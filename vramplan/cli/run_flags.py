@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import types
 import typing
 
 from vramplan.errors import InputError
@@ -29,6 +30,13 @@ def _choices(annotation):
     return list(typing.get_args(literal[0])) if literal else None
 
 
+def _non_none(annotation):
+    """`int` for `int | None` and `Optional[int]`; the annotation itself otherwise."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(arg for arg in typing.get_args(annotation) if arg is not type(None))
+    return annotation
+
+
 def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """Add one flag per RunConfig field (default None: the RunConfig default applies)."""
     group = parser.add_argument_group("run configuration (defaults follow the QLoRA recipe)")
@@ -43,7 +51,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
         choices = _choices(field.annotation)
-        base = typing.get_args(field.annotation)[0] if typing.get_origin(field.annotation) is typing.Union else field.annotation
+        base = _non_none(field.annotation)
         if choices:
             group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")
         elif base is int:
