@@ -175,7 +175,9 @@ def attention_targets(model: ModelSpec) -> tuple[str, ...]:
 def _targets_changes(model, gpu, run):
     if not run.uses_lora:
         return []
-    names = {lin.name for lin in model.layer_linears()}
+    from vramplan.memory.dtypes import resolve_dtypes
+
+    names = {lin.name for lin in model.layer_linears(resolve_dtypes(run, gpu, model).moe_experts)}
     current = names if ALL_LINEAR in run.lora_targets else set(run.lora_targets)
     options = [attention_targets(model), tuple(t for t in ("q_proj", "v_proj") if t in names)]
     changes = []

@@ -6,10 +6,11 @@ from pydantic import ValidationError
 from vramplan.errors import InputError, from_validation_error
 from vramplan.memory import lora, parameters
 from vramplan.memory.activations import effective_attention
-from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
+from vramplan.specs.run import ALL_LINEAR
 
 
 def make_run(**fields) -> RunConfig:
@@ -34,7 +35,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
     if run.method == "full":
         trainable = parameters.parameter_count(model)
     elif run.uses_lora:
-        trainable = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank))
+        trainable = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, dtypes.moe_experts))
     paged = int(paged_optimizer_bytes(model, run, dtypes))
     return Breakdown(
         model=model.name,
@@ -77,9 +78,26 @@ def _notes(model, gpu, run, dtypes, required, paged, capacity):
             yield (f"the checkpoint holds {model.checkpoint_parameters:,} parameters but the architecture "
                    f"gives {counted:,}: check config.json")
     if model.is_moe:
-        yield "MoE modelled with one nn.Linear per expert (bitsandbytes quantizes those)"
+        yield from _moe_notes(model, run, dtypes)
     if gpu.unified_memory:
         yield f"{gpu.name} shares memory with the CPU; capacity is the GPU working-set limit"
+
+
+def _moe_notes(model, run, dtypes):
+    if dtypes.moe_experts == "linear":
+        if dtypes.weight_format in BNB_FORMATS and run.moe_experts == "linear":
+            yield "MoE planned with transformers 4.x's one nn.Linear per expert (bitsandbytes quantizes those)"
+        elif dtypes.base_quantized:
+            yield f"MoE experts planned as quantized by the {dtypes.weight_format} runtime, one tensor per expert"
+        return
+    if dtypes.weight_format in BNB_FORMATS:
+        fused = sum(g.numel * g.count for g in parameters.fused_expert_groups(model, "fused"))
+        yield (f"transformers >= 5 fuses the MoE experts into 3-D parameters, which bitsandbytes does not quantize: "
+               f"{fused / 1e9:.1f}B expert and router parameters stay {dtypes.float_weights}; "
+               "for transformers 4.x (one nn.Linear per expert) use --moe-experts linear")
+    if run.uses_lora and ALL_LINEAR in run.lora_targets:
+        yield ("LoRA all-linear planned on the attention projections only: in transformers >= 5 the MoE experts "
+               "and router are not nn.Linear (peft's own target_parameters conversion of them is not modelled)")
 
 
 def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", **run_fields) -> Breakdown:

@@ -14,12 +14,12 @@ def test_compare_with_results_puts_simulated_next_to_analytic(tmp_path):
     path = tmp_path / "results.csv"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, ["model", "gpu", "method", "seq_len", "gradient_checkpointing",
-                                         "measured_peak_bytes"])
+                                         "moe_experts", "measured_peak_bytes"])
         writer.writeheader()
         writer.writerow(dict(model="tinyllama-1.1b", gpu="h100", method="qlora", seq_len=256,
                              gradient_checkpointing="true", measured_peak_bytes=1_500_000_000))
         writer.writerow(dict(model="mixtral-8x7b", gpu="h100", method="qlora", seq_len=128,
-                             gradient_checkpointing="true", measured_peak_bytes=30_000_000_000))
+                             gradient_checkpointing="true", moe_experts="linear", measured_peak_bytes=30_000_000_000))
         writer.writerow(dict(model="tinyllama-1.1b", gpu="h100", method="qlora", seq_len=256,
                              gradient_checkpointing="true", measured_peak_bytes=""))  # no measurement: skipped
     rows = compare_with_results(path)
@@ -28,7 +28,7 @@ def test_compare_with_results_puts_simulated_next_to_analytic(tmp_path):
     assert tiny["simulated"] > 0 and tiny["analytic"] > 0
     assert tiny["simulated_error"] == pytest.approx((tiny["simulated"] - 1_500_000_000) / 1_500_000_000)
     assert abs(tiny["analytic"] - tiny["simulated"]) < 0.03 * tiny["simulated"]
-    assert mixtral["simulated"] is None and "MoE" in mixtral["skipped"]
+    assert mixtral["simulated"] is None and "fused MoE experts only" in mixtral["skipped"]
 
 
 def test_fit_simulate_prints_simulated_peak_beside_the_plan(capsys):
@@ -39,6 +39,6 @@ def test_fit_simulate_prints_simulated_peak_beside_the_plan(capsys):
 
 
 def test_fit_simulate_refuses_what_it_cannot_run_with_an_input_error(capsys):
-    code = main(["fit", "--model", "mixtral-8x7b", "--gpu", "h100", "--simulate"])
+    code = main(["fit", "--model", "mixtral-8x7b", "--gpu", "h100", "--moe-experts", "linear", "--simulate"])
     assert code == 2
-    assert "error: model" in capsys.readouterr().err
+    assert "error: moe_experts" in capsys.readouterr().err

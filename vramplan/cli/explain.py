@@ -54,7 +54,8 @@ def explain_components(model, gpu, run, breakdown) -> list[dict]:
     b = breakdown
     batch, seq, layers = run.micro_batch_size, run.seq_len, model.num_hidden_layers
     tokens = batch * seq
-    linears = parameters.linear_weight_groups(model)
+    layout = dtypes.moe_experts
+    linears = parameters.linear_weight_groups(model, layout)
     n_linears = _count(linears)
     linear_params = parameters.count_elements(linears)
     out = {}
@@ -80,7 +81,8 @@ def explain_components(model, gpu, run, breakdown) -> list[dict]:
         out["quantized_weights"] = (formula_of(weights.gguf_tensor_type),
                                     f"{fmt}: ceil(n / block elements) x block bytes over {n_linears} linears + embeddings")
 
-    float_groups = parameters.unquantized_groups(model) if dtypes.base_quantized else parameters.all_parameter_groups(model)
+    float_groups = (parameters.unquantized_groups(model, layout) if dtypes.base_quantized
+                    else parameters.all_parameter_groups(model, layout))
     float_bytes = 4 if fmt.startswith("gguf-") else DTYPE_BYTES[dtypes.float_weights]
     out["float_weights"] = (
         formula_of(parameters.unquantized_groups) if dtypes.base_quantized
@@ -89,9 +91,9 @@ def explain_components(model, gpu, run, breakdown) -> list[dict]:
         f"{_count(float_groups)} tensors")
 
     if run.uses_lora:
-        targeted = lora.targeted_linears(model, run.lora_targets)
+        targeted = lora.targeted_linears(model, run.lora_targets, layout)
         modules = sum(lin.count for lin in targeted) * layers
-        params = lora.lora_parameter_count(model, run.lora_targets, run.lora_rank)
+        params = lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, layout)
         out["lora_adapters"] = (
             formula_of(lora.lora_parameter_count),
             f"r={run.lora_rank} x (in + out) over {modules} modules = {params / 1e6:.2f}M params "

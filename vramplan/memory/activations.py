@@ -16,6 +16,7 @@ quantized linears (which save only the packed weight) and peft LoRA:
   term (Dao et al. 2022). Eager attention saves the fp32 softmax output and its
   compute-dtype copy: H x s per token per layer.
 - The gated MLP saves the activation input, its output and the up projection (i each).
+- Fused MoE experts (transformers >= 5, `moe_experts="fused"`): see `fused_expert_saved_per_token`.
 Without gradient checkpointing all layers keep their saved set; with it (non-reentrant)
 each layer keeps only its input and one layer is recomputed during backward.
 """
@@ -71,7 +72,8 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
     r_bytes = DTYPE_BYTES[dtypes.residual]
     norm_out = max(r_bytes, DTYPE_BYTES[dtypes.float_weights])
     full = run.method == "full"
-    lora_names = {lin.name for lin in targeted_linears(model, run.lora_targets)} if run.uses_lora else set()
+    lora_names = ({lin.name for lin in targeted_linears(model, run.lora_targets, dtypes.moe_experts)}
+                  if run.uses_lora else set())
     dropout = run.lora_dropout > 0
 
     def out_bytes(input_bytes):  # quantized linears return the input dtype (bnb), float ones compute dtype
@@ -96,7 +98,10 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
     parts["o_proj_input"] = group(("o_proj",), q, c)
     parts["mlp_norm"] = norm * mlp_norms
 
-    if model.is_moe:
+    if model.is_moe and dtypes.moe_experts == "fused":
+        parts["mlp_inputs"] = group(("gate",), h, norm_out) + 4 * model.num_local_experts
+        parts["mlp_intermediate"] = model.num_experts_per_tok * fused_expert_saved_per_token(model, run, dtypes)
+    elif model.is_moe:
         k = model.num_experts_per_tok
         gate_out = out_bytes(norm_out)
         expert = (group(("w1", "w3"), h, norm_out) + 3 * gate_out * i
@@ -111,22 +116,48 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
     return parts
 
 
+def fused_expert_saved_per_token(model, run, dtypes: RunDtypes):
+    """Bytes saved per routed token (token x expert pair) by transformers 5's fused experts.
+
+    transformers' default experts path (integrations/moe.py, `grouped_mm_experts_forward`) runs
+    `grouped_mm(input.to(weight.dtype), weight)`, which autocast does not touch: everything is in
+    the experts' own dtype x (fp32 after k-bit preparation). Saved: the gate_up output (2i; the
+    activation keeps the `chunk` view, so the whole storage), the activation output (i), the down
+    output (h, kept by the multiplication with the fp32 routing weight, 4 B). A frozen weight makes
+    grouped_mm save only the weight (a view: no bytes) - autograd's GroupedMmBackward0; a trained
+    one (full fine-tuning) also saves its inputs: the gathered hidden state (h) and the product (i).
+    So x (3i + h) + 4, plus x (h + i) in full fine-tuning; no per-expert weight copies.
+    """
+    h, i = model.hidden_size, model.intermediate_size
+    x = DTYPE_BYTES[dtypes.float_weights]
+    saved = x * (3 * i + h) + 4
+    if run.method == "full":
+        saved += x * (h + i)
+    return saved
+
+
 def per_layer_weight_copies(model, run, dtypes: RunDtypes, rank=None):
     """Bytes per layer of weights that autocast casts and autograd saves (not per token).
 
     Autocast caches the compute-dtype copy of every leaf parameter that requires grad
     (aten/src/ATen/autocast_mode.cpp, `cached_cast`) and matmul saves it: for fp32 LoRA
     adapters that is r x (in + out) per module; for mixed-precision full fine-tuning every
-    linear weight.
+    linear weight. The fused-MoE router (a bare weight under F.linear) is cast too, cached when it
+    trains, afresh per call when frozen - F.linear saves it either way: E x h. The fused experts
+    go through grouped_mm, which autocast does not cast: no copies.
     """
     rank = run.lora_rank if rank is None else rank
     c = DTYPE_BYTES[dtypes.compute]
+    layout = dtypes.moe_experts
+    copies = 0
     if run.method == "full" and DTYPE_BYTES[dtypes.trainable] != c:
-        return sum(c * lin.in_features * lin.out_features * lin.count for lin in model.layer_linears())
-    if run.uses_lora and DTYPE_BYTES[dtypes.lora] != c:
-        return sum(c * rank * (lin.in_features + lin.out_features) * lin.count
-                   for lin in targeted_linears(model, run.lora_targets))
-    return 0
+        copies = sum(c * lin.in_features * lin.out_features * lin.count for lin in model.layer_linears(layout))
+    elif run.uses_lora and DTYPE_BYTES[dtypes.lora] != c:
+        copies = sum(c * rank * (lin.in_features + lin.out_features) * lin.count
+                     for lin in targeted_linears(model, run.lora_targets, layout))
+    if model.is_moe and layout == "fused" and DTYPE_BYTES[dtypes.float_weights] != c:
+        copies = copies + c * model.num_local_experts * model.hidden_size
+    return copies
 
 
 def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
@@ -138,6 +169,8 @@ def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
     c = DTYPE_BYTES[dtypes.compute]
     r_bytes = DTYPE_BYTES[dtypes.residual]
     mlp_bytes = r_bytes if dtypes.base_quantized else c
+    if model.is_moe and dtypes.moe_experts == "fused":  # grouped_mm computes in the experts' dtype
+        mlp_bytes = DTYPE_BYTES[dtypes.float_weights]
     i = model.intermediate_size
     mlp = 3 * mlp_bytes * i * (model.num_experts_per_tok if model.is_moe else 1)
     if effective_attention(model, run) == "eager":
@@ -155,7 +188,7 @@ def dequant_temp_bytes(model, dtypes: RunDtypes):
     """
     if dtypes.weight_format not in ("nf4", "fp4"):
         return 0
-    largest = max(lin.in_features * lin.out_features for lin in model.layer_linears())
+    largest = max(lin.in_features * lin.out_features for lin in model.layer_linears(dtypes.moe_experts))
     return largest * DTYPE_BYTES[dtypes.compute]
 
 
@@ -169,8 +202,15 @@ def inference_transient_per_token(model, dtypes: RunDtypes):
 
     MLP: gate/act, up and their product (3 x i); attention: q, k, v, output and its
     contiguous copy; RMSNorm: two fp32 copies of the hidden state. Plus the residual.
+    Fused MoE experts (integrations/moe.py, grouped_mm_experts_forward), per routed token in the
+    experts' dtype x: the gathered hidden state (h), gate_up (2i), the activation (i) and the
+    product (i) are alive together, beside the norm output and the previous layer's output:
+    2 c h + k x (4i + h).
     """
     c = DTYPE_BYTES[dtypes.compute]
     h, i, q, kv = model.hidden_size, model.intermediate_size, model.q_dim, model.kv_dim
     k = model.num_experts_per_tok if model.is_moe else 1
-    return 2 * c * h + max(3 * c * i * k, c * (3 * q + 2 * kv), (8 + c) * h)
+    mlp = 3 * c * i * k
+    if model.is_moe and dtypes.moe_experts == "fused":
+        mlp = 2 * c * h + k * DTYPE_BYTES[dtypes.float_weights] * (4 * i + h)
+    return 2 * c * h + max(mlp, c * (3 * q + 2 * kv), (8 + c) * h)

@@ -24,6 +24,9 @@ QUANTIZED_FORMATS = frozenset({
 })
 FLOAT_FORMATS = frozenset({"fp32", "bf16", "fp16"})
 TRAINABLE_QUANTIZED = frozenset({"nf4", "fp4", "int8", "gptq-4bit", "gptq-8bit", "awq-4bit"})
+# transformers' bitsandbytes integration replaces only nn.Linear/Conv1D (integrations/bitsandbytes.py,
+# replace_with_bnb_linear), so fused 3-D MoE experts stay float under these formats.
+BNB_FORMATS = frozenset({"nf4", "fp4", "int8"})
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class RunDtypes:
     lora: str
     trainable: str  # parameters that get gradients and optimizer state
     kv_cache: str
+    moe_experts: str = "linear"  # MoE layout in effect: "fused" 3-D experts or one nn.Linear per expert
 
     @property
     def base_quantized(self) -> bool:
@@ -82,7 +86,10 @@ def resolve_dtypes(run, gpu, model=None) -> RunDtypes:
     kv_cache = compute if run.kv_cache_dtype == "auto" else run.kv_cache_dtype
     if kv_cache == "fp8" and not gpu.fp8:
         raise InputError("kv_cache_dtype", f"{gpu.name} has no fp8 support; use auto, bf16 or fp16")
+    # GPTQ/AWQ/GGUF runtimes quantize every expert themselves: plan them with per-expert linears.
+    moe_experts = run.moe_experts if weight_format in BNB_FORMATS | FLOAT_FORMATS else "linear"
     return RunDtypes(
+        moe_experts=moe_experts,
         compute=compute,
         weight_format=weight_format,
         float_weights=float_weights,

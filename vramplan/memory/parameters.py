@@ -28,21 +28,35 @@ class TensorGroup(NamedTuple):
         return self.ndim >= 2
 
 
-def linear_weight_groups(model: ModelSpec) -> list[TensorGroup]:
+def linear_weight_groups(model: ModelSpec, moe_experts: str = "linear") -> list[TensorGroup]:
     """Weights (out x in) of every `nn.Linear` inside the decoder layers."""
     layers = model.num_hidden_layers
     return [
         TensorGroup(f"{lin.name}.weight", lin.out_features, lin.in_features, lin.count * layers)
-        for lin in model.layer_linears()
+        for lin in model.layer_linears(moe_experts)
     ]
 
 
-def linear_bias_groups(model: ModelSpec) -> list[TensorGroup]:
+def linear_bias_groups(model: ModelSpec, moe_experts: str = "linear") -> list[TensorGroup]:
     layers = model.num_hidden_layers
     return [
         TensorGroup(f"{lin.name}.bias", lin.out_features, 1, lin.count * layers, ndim=1)
-        for lin in model.layer_linears()
+        for lin in model.layer_linears(moe_experts)
         if lin.bias
+    ]
+
+
+def fused_expert_groups(model: ModelSpec, moe_experts: str = "linear") -> list[TensorGroup]:
+    """transformers >= 5 MoE parameters that are not nn.Linear, per layer: the router weight (E x h)
+    and the experts' `gate_up_proj` [E, 2i, h] and `down_proj` [E, h, i] (modeling_mixtral.py,
+    MixtralTopKRouter / MixtralExperts). A 3-D tensor is one allocation: rows = E x its first dim."""
+    if not (model.is_moe and moe_experts == "fused"):
+        return []
+    e, h, i, layers = model.num_local_experts, model.hidden_size, model.intermediate_size, model.num_hidden_layers
+    return [
+        TensorGroup("gate.weight", e, h, layers),
+        TensorGroup("experts.gate_up_proj", e * 2 * i, h, layers, ndim=3),
+        TensorGroup("experts.down_proj", e * h, i, layers, ndim=3),
     ]
 
 
@@ -60,13 +74,15 @@ def embedding_groups(model: ModelSpec) -> list[TensorGroup]:
     return groups
 
 
-def unquantized_groups(model: ModelSpec) -> list[TensorGroup]:
-    """What bitsandbytes leaves in a float dtype: embeddings, lm_head, norms, biases."""
-    return embedding_groups(model) + norm_groups(model) + linear_bias_groups(model)
+def unquantized_groups(model: ModelSpec, moe_experts: str = "linear") -> list[TensorGroup]:
+    """What bitsandbytes leaves in a float dtype: embeddings, lm_head, norms, biases, and with
+    fused MoE experts (transformers >= 5) the router and the experts themselves."""
+    return (embedding_groups(model) + norm_groups(model) + linear_bias_groups(model, moe_experts)
+            + fused_expert_groups(model, moe_experts))
 
 
-def all_parameter_groups(model: ModelSpec) -> list[TensorGroup]:
-    return linear_weight_groups(model) + unquantized_groups(model)
+def all_parameter_groups(model: ModelSpec, moe_experts: str = "linear") -> list[TensorGroup]:
+    return linear_weight_groups(model, moe_experts) + unquantized_groups(model, moe_experts)
 
 
 def count_elements(groups) -> int:

@@ -48,21 +48,22 @@ def base_weight_bytes(model, run, dtypes: RunDtypes) -> StaticBytes:
     fmt = dtypes.weight_format
     if dtypes.base_quantized:
         codes, state = weights.quantized_weight_bytes(
-            model, fmt, run.quant_blocksize, run.double_quant, run.group_size)
+            model, fmt, run.quant_blocksize, run.double_quant, run.group_size, dtypes.moe_experts)
         if fmt.startswith("gguf-"):
-            kept = parameters.norm_groups(model) + parameters.linear_bias_groups(model)
+            kept = parameters.norm_groups(model) + parameters.linear_bias_groups(model, dtypes.moe_experts)
             codes += weights.gguf_embedding_bytes(model, fmt)
             return StaticBytes(codes, state, weights.tensor_group_bytes(kept, 4))
-        return StaticBytes(codes, state, weights.tensor_group_bytes(parameters.unquantized_groups(model), float_bytes))
-    everything = parameters.all_parameter_groups(model)
+        kept = parameters.unquantized_groups(model, dtypes.moe_experts)
+        return StaticBytes(codes, state, weights.tensor_group_bytes(kept, float_bytes))
+    everything = parameters.all_parameter_groups(model, dtypes.moe_experts)
     return StaticBytes(0, 0, weights.tensor_group_bytes(everything, float_bytes))
 
 
-def trainable_groups(model, run, lora_rank):
+def trainable_groups(model, run, lora_rank, moe_experts: str = "linear"):
     if run.method == "full":
-        return parameters.all_parameter_groups(model)
+        return parameters.all_parameter_groups(model, moe_experts)
     if run.uses_lora:
-        return lora.lora_tensor_groups(model, run.lora_targets, lora_rank)
+        return lora.lora_tensor_groups(model, run.lora_targets, lora_rank, moe_experts)
     return []
 
 
@@ -85,9 +86,10 @@ def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
         return {"generate": _generate_phase(model, run, dtypes, base, batch, seq)}
 
     trainable_bytes = DTYPE_BYTES[dtypes.trainable]
-    groups = trainable_groups(model, run, rank)
+    groups = trainable_groups(model, run, rank, dtypes.moe_experts)
     if run.uses_lora:
-        base["lora_adapters"] = lora.lora_adapter_bytes(model, run.lora_targets, rank, DTYPE_BYTES[dtypes.lora])
+        base["lora_adapters"] = lora.lora_adapter_bytes(model, run.lora_targets, rank, DTYPE_BYTES[dtypes.lora],
+                                                        dtypes.moe_experts)
     state_bytes, _paged = optimizer.optimizer_state_bytes(run.optimizer, groups, trainable_bytes)
     base["optimizer_state"] = state_bytes
     grads_all = weights.tensor_group_bytes(groups, trainable_bytes)
@@ -167,5 +169,5 @@ def paged_optimizer_bytes(model, run, dtypes: RunDtypes, lora_rank=None):
     rank = run.lora_rank if lora_rank is None else lora_rank
     if not run.trains:
         return 0
-    groups = trainable_groups(model, run, rank)
+    groups = trainable_groups(model, run, rank, dtypes.moe_experts)
     return optimizer.optimizer_state_bytes(run.optimizer, groups, DTYPE_BYTES[dtypes.trainable])[1]

@@ -2,7 +2,9 @@
 
 Which modules are quantized follows transformers' bitsandbytes/GPTQ/AWQ integrations:
 only the `nn.Linear` layers inside the decoder; embeddings, lm_head, norms and biases
-stay in a float dtype (`dtypes.RunDtypes.float_weights`). GGUF (llama.cpp) also
+stay in a float dtype (`dtypes.RunDtypes.float_weights`), and so do transformers 5's fused
+MoE experts under bitsandbytes (`replace_with_bnb_linear` swaps `type(module) is nn.Linear`
+only; quantizer_bnb_4bit.py `param_needs_quantization` asks for a `Linear4bit`). GGUF (llama.cpp) also
 quantizes the token embedding and output matrix.
 """
 from __future__ import annotations
@@ -100,10 +102,14 @@ def gguf_tensor_bytes(numel: int, block_type: str) -> int:
 _GGUF_ROLES = {"v_proj": "attn_v", "down_proj": "ffn_down", "w2": "ffn_down"}
 
 
-def quantized_linear_tensors(model, fmt: str, blocksize: int, double_quant: bool, group_size: int):
-    """Yield (tensor sizes dict, how many such weights) for every decoder linear in `fmt`."""
+def quantized_linear_tensors(model, fmt: str, blocksize: int, double_quant: bool, group_size: int,
+                             moe_experts: str = "linear"):
+    """Yield (tensor sizes dict, how many such weights) for every decoder linear in `fmt`.
+
+    With fused MoE experts (`moe_experts="fused"`) the experts and router are not nn.Linear, so they
+    are not here: they stay float (`parameters.fused_expert_groups`)."""
     layers = model.num_hidden_layers
-    for group in parameters.linear_weight_groups(model):
+    for group in parameters.linear_weight_groups(model, moe_experts):
         rows, cols = group.rows, group.cols
         if fmt in ("nf4", "fp4"):
             yield nf4_state_tensor_bytes(rows * cols, blocksize, double_quant), group.count
@@ -124,10 +130,10 @@ def quantized_linear_tensors(model, fmt: str, blocksize: int, double_quant: bool
 
 
 def quantized_weight_bytes(model, fmt: str, blocksize: int = 64, double_quant: bool = True,
-                           group_size: int = 128) -> tuple[int, int]:
+                           group_size: int = 128, moe_experts: str = "linear") -> tuple[int, int]:
     """(packed code bytes, quantization-state bytes) of all decoder linears, allocator-rounded."""
     codes = state = 0
-    for sizes, count in quantized_linear_tensors(model, fmt, blocksize, double_quant, group_size):
+    for sizes, count in quantized_linear_tensors(model, fmt, blocksize, double_quant, group_size, moe_experts):
         for name, nbytes in sizes.items():
             if name == "packed":
                 codes += allocation_bytes(nbytes) * count

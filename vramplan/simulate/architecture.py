@@ -11,6 +11,12 @@
 - Dropout: CPU's `dropout` multiplies by a saved fp32 noise tensor; CUDA's fused
   `native_dropout` saves a 1-byte bool mask. `cuda_like_kernels` routes dropout to
   `native_dropout` (its autograd formula saves the mask, as on CUDA).
+- MoE (transformers >= 5 fused experts): transformers' default `grouped_mm` experts path calls
+  `torch.nn.functional.grouped_mm` on the input cast to the experts' dtype (not autocast). Its
+  meta kernel takes bf16 only while the CUDA kernel also runs fp32/fp16 (a per-group fallback), so
+  `GroupedMM` stands in for it: one output in the input dtype, and the saved set of aten's
+  `GroupedMmBackward0` (the weight if the input needs a gradient, the input if the weight does;
+  the weight gradient in the weight's strides, as `_grouped_mm_mat2_backward` writes it).
 - NF4: the decoder linears become `vramplan.torch_nf4.linear.NF4Linear` holding fake packed codes
   and QuantState tensors of bitsandbytes' shapes. Dequantization is replaced by one output
   allocation in the compute dtype, which is what the CUDA kernels (bitsandbytes', ours) write.
@@ -93,6 +99,44 @@ def flash_attention_forward(module, query, key, value, attention_mask, scaling=N
     return FlashAttention.apply(query, key, value), None
 
 
+class GroupedMM(torch.autograd.Function):
+    """`grouped_mm(input [S, k], weight [E, k, n], offs)` as aten's autograd saves and allocates it."""
+
+    @staticmethod
+    def forward(ctx, input, weight, offs):
+        needs_input, needs_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        ctx.save_for_backward(weight if needs_input else None, input if needs_weight else None)
+        ctx.weight_shape, ctx.weight_stride = weight.shape, weight.stride()
+        return input.new_empty(input.shape[0], weight.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, input = ctx.saved_tensors
+        grad_input = grad_out.new_empty(grad_out.shape[0], ctx.weight_shape[-2]) if weight is not None else None
+        # _grouped_mm_mat2_backward takes mat2's strides: the gradient of the transposed expert
+        # weight comes out in the parameter's own layout, so AccumulateGrad keeps it without a copy
+        grad_weight = (grad_out.new_empty_strided(ctx.weight_shape, ctx.weight_stride)
+                       if input is not None else None)
+        return grad_input, grad_weight, None
+
+
+def cuda_like_grouped_mm(input, weight, offs):
+    """transformers.integrations.moe._grouped_mm with the CUDA kernel's dtype rules (see GroupedMM)."""
+    return GroupedMM.apply(input.to(weight.dtype), weight, offs)
+
+
+@contextlib.contextmanager
+def cuda_like_moe():
+    import transformers.integrations.moe as moe
+
+    original = moe._grouped_mm
+    moe._grouped_mm = cuda_like_grouped_mm
+    try:
+        yield
+    finally:
+        moe._grouped_mm = original
+
+
 def _no_mask(*args, **kwargs):
     return None
 
@@ -173,13 +217,13 @@ def _native_dropout(input, p=0.5, training=True, inplace=False):
 
 @contextlib.contextmanager
 def cuda_like_kernels():
-    """Dropout and NF4 dequantization as their CUDA kernels allocate and save."""
+    """Dropout, NF4 dequantization and MoE grouped matmuls as their CUDA kernels allocate and save."""
     import torch.nn.functional as F
 
     original = F.dropout
     F.dropout = _native_dropout
     try:
-        with cuda_like_nf4():
+        with cuda_like_nf4(), cuda_like_moe():
             yield
     finally:
         F.dropout = original

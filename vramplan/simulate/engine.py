@@ -97,8 +97,9 @@ def _check_supported(model_spec, run, dtypes) -> None:
     if dtypes.weight_format not in SIMULATED_FORMATS:
         raise InputError("weight_format", f"the simulator runs {', '.join(sorted(SIMULATED_FORMATS))} "
                                           f"(got {dtypes.weight_format}); use the analytic plan")
-    if model_spec.is_moe:
-        raise InputError("model", "the simulator does not run MoE models yet (transformers 5 fuses the experts)")
+    if model_spec.is_moe and dtypes.moe_experts != "fused":
+        raise InputError("moe_experts", "the simulator builds transformers 5's fused MoE experts only; "
+                                        "the 4.x per-expert nn.Linear layout (linear) has the analytic plan only")
     if run.loss_impl != "standard":
         raise InputError("loss_impl", "the simulator runs the standard loss only")
     if dtypes.kv_cache not in arch.TORCH_DTYPES:
@@ -110,7 +111,7 @@ def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int) -> _Raw:
         hf_model = arch.build_model(model_spec, layers, run, dtypes)
         lora_names = set()
         if run.uses_lora:
-            lora_names = {lin.name for lin in targeted_linears(model_spec, run.lora_targets)}
+            lora_names = {lin.name for lin in targeted_linears(model_spec, run.lora_targets, dtypes.moe_experts)}
         if run.method == "qlora":
             if run.kbit_prep:
                 arch.prepare_for_kbit_training(hf_model)

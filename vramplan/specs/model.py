@@ -82,8 +82,14 @@ class ModelSpec(BaseModel):
     def is_moe(self) -> bool:
         return self.num_local_experts > 1
 
-    def layer_linears(self) -> tuple[LinearShape, ...]:
-        """The `nn.Linear` modules of one decoder layer, named as in transformers."""
+    def layer_linears(self, moe_experts: str = "linear") -> tuple[LinearShape, ...]:
+        """The `nn.Linear` modules of one decoder layer, named as in transformers.
+
+        `moe_experts` is the MoE layout: "linear" (transformers 4.x) has the router `gate` and
+        one w1/w3/w2 nn.Linear per expert; "fused" (transformers >= 5, modeling_mixtral.py) has
+        neither - the router is a `MixtralTopKRouter` holding a bare weight and the experts are
+        two 3-D parameters (`memory.parameters.fused_expert_groups`) - so only attention is left.
+        """
         h, i = self.hidden_size, self.intermediate_size
         bias = self.attention_bias
         if self.fused_qkv:
@@ -95,7 +101,9 @@ class ModelSpec(BaseModel):
                 LinearShape("v_proj", h, self.kv_dim, bias),
             ]
         attention.append(LinearShape("o_proj", self.q_dim, h))
-        if self.is_moe:
+        if self.is_moe and moe_experts == "fused":
+            mlp = []
+        elif self.is_moe:
             e = self.num_local_experts
             mlp = [
                 LinearShape("gate", h, e),

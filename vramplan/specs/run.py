@@ -25,6 +25,7 @@ Attention = Literal["sdpa", "flash_attention_2", "eager"]
 LossImpl = Literal["standard", "chunked"]
 FullPrecision = Literal["mixed", "pure"]
 KVCacheDtype = Literal["auto", "bf16", "fp16", "fp32", "fp8"]
+MoEExperts = Literal["fused", "linear"]
 
 ALL_LINEAR = "all-linear"
 
@@ -59,6 +60,11 @@ class RunConfig(BaseModel):
         default="mixed", description="full fine-tuning: fp32 master weights + autocast, or pure compute dtype")
     max_new_tokens: int = Field(default=256, ge=0)
     kv_cache_dtype: KVCacheDtype = "auto"
+    moe_experts: MoEExperts = Field(
+        default="fused",
+        description="transformers >= 5 keeps MoE experts as fused 3-D parameters, which bitsandbytes does not "
+                    "quantize and LoRA target names cannot reach; \"linear\" is transformers 4.x's one nn.Linear "
+                    "per expert")
     fragmentation: float = Field(default=0.05, ge=0, lt=1, description="allocator reserve over the allocated peak")
 
     @field_validator("quant_blocksize")
