@@ -1,7 +1,20 @@
-"""NF4 dequant to bf16: the bundled Triton kernel against the memory roofline and bitsandbytes.
+"""NF4 dequant to bf16: the bundled Triton kernel against the memory roofline and bitsandbytes;
+and the fused NF4 matmul (dequant tile in registers, then tl.dot) against dequant-then-matmul.
 
-    python benchmarks/nf4_dequant.py --out results.json      # on a CUDA GPU
+    python benchmarks/nf4_dequant.py --out results.json      # on a CUDA GPU: both sections
+    python benchmarks/nf4_dequant.py --section matmul        # only the fused-vs-unfused matmul
     python benchmarks/nf4_dequant.py --smoke --out smoke.json  # CPU, Triton interpreter, tiny shapes (CI)
+
+Matmul section: for Llama-shaped weights W [out N, in K] (4096x4096 q/o, 14336x4096 gate/up,
+4096x14336 down) and M tokens, forward y = x @ W.T and backward grad_x = g @ W, each three ways
+in the same run: "fused" (vramplan.torch_nf4.matmul_triton, autotuned), "dequant_matmul" (the
+Triton dequant kernel to bf16, then torch's matmul: the current default of matmul_4bit), "bf16"
+(torch's matmul on an unquantized bf16 weight, the baseline). Times are medians of
+triton.testing.do_bench, which flushes L2 before each call, so weights come from HBM. TFLOP/s =
+2*M*N*K / time; for M <= 16 (memory bound) also GB/s over the bytes each path must move: fused
+reads the 4-bit weight + x and writes y; dequant_matmul also writes and re-reads W in bf16
+(+4 B/element); bf16 reads W (2 B/element). "winner" is the faster of fused and dequant_matmul:
+it decides `vramplan.torch_nf4.linear.MATMUL_BACKEND`.
 
 Bytes moved per element (double quant): 0.5 packed + 1/blocksize absmax codes
 + 4/(256*blocksize) nested absmax read, 2 written (bf16). GB/s = bytes / time; the roofline is
@@ -21,6 +34,11 @@ from pathlib import Path
 
 GPU_SHAPES = [(4096, 4096), (4096, 14336), (8192, 28672)]
 SMOKE_SHAPES = [(64, 96), (33, 130)]
+MATMUL_SHAPES = [(4096, 4096), (14336, 4096), (4096, 14336)]  # W [out, in]: q/o proj, gate/up, down
+MATMUL_TOKENS = (1, 16, 512, 4096)
+SMOKE_MATMUL_SHAPES = [(64, 128), (96, 192)]
+SMOKE_MATMUL_TOKENS = (1, 17)
+MATMUL_PATHS = ("fused", "dequant_matmul", "bf16")
 
 
 def _parse_args(argv):
@@ -30,6 +48,10 @@ def _parse_args(argv):
     parser.add_argument("--blocksize", type=int, default=64)
     parser.add_argument("--no-double-quant", action="store_true")
     parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--section", choices=("all", "dequant", "matmul"), default="all", help="which part to run")
+    parser.add_argument(
+        "--tokens", type=lambda s: tuple(int(v) for v in s.split(",")), help="matmul token counts M (default 1,16,512,4096)"
+    )
     return parser.parse_args(argv)
 
 
@@ -128,7 +150,7 @@ def run(args) -> dict:
     copy_bytes_per_s = _copy_bandwidth(device, iters)
 
     rows = []
-    for shape in SMOKE_SHAPES if args.smoke else GPU_SHAPES:
+    for shape in (SMOKE_SHAPES if args.smoke else GPU_SHAPES) if args.section != "matmul" else []:
         torch.manual_seed(0)
         weight = torch.randn(shape, dtype=torch.bfloat16, device=device)
         packed, state = quantize_4bit(weight, args.blocksize, "nf4", double_quant)
@@ -150,6 +172,7 @@ def run(args) -> dict:
             row["bit_exact_vs_bnb"] = bool(torch.equal(out, bnb()))
         rows.append(row)
         del weight, packed, state, out
+    matmul_rows = [] if args.section == "dequant" else run_matmul(args, device, double_quant, copy_bytes_per_s)
     return {
         "benchmark": "nf4_dequant_to_bf16",
         "mode": "smoke" if args.smoke else "gpu",
@@ -158,7 +181,118 @@ def run(args) -> dict:
         "copy_gb_per_s": copy_bytes_per_s / 1e9,
         "environment": _environment(device),
         "rows": rows,
+        "matmul_rows": matmul_rows,
+        "matmul_summary": _matmul_summary(matmul_rows),
     }
+
+
+def _bench_us(fn, device: str, iters: int) -> float:
+    """Median microseconds per call: do_bench on GPU (L2 flushed before each call), else perf_counter."""
+    if device == "cuda":
+        from triton.testing import do_bench
+
+        return do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+    return _time_s(fn, iters, device) * 1e6
+
+
+def _matmul_fns(x, g, packed, state, w_bf16) -> dict:
+    """{direction: {path: callable}} for one weight and one token count."""
+    import torch.nn.functional as F
+
+    from vramplan.torch_nf4.dequantize_triton import dequantize_4bit_triton
+    from vramplan.torch_nf4.matmul_triton import linear_4bit_triton, matmul_4bit_triton
+
+    dtype = x.dtype
+    return {
+        "forward": {
+            "fused": lambda: linear_4bit_triton(x, packed, state),
+            "dequant_matmul": lambda: F.linear(x, dequantize_4bit_triton(packed, state, dtype)),
+            "bf16": lambda: F.linear(x, w_bf16),
+        },
+        "backward": {
+            "fused": lambda: matmul_4bit_triton(g, packed, state),
+            "dequant_matmul": lambda: g @ dequantize_4bit_triton(packed, state, dtype),
+            "bf16": lambda: g @ w_bf16,
+        },
+    }
+
+
+def _bnb_matmul(weight, x, blocksize: int, double_quant: bool, device: str):
+    """bitsandbytes' 4-bit forward (its gemv kernel at M=1) for the same weight, CUDA only."""
+    if device != "cuda":
+        return None
+    try:
+        import bitsandbytes as bnb
+        import bitsandbytes.functional as bnb_functional
+    except ImportError:
+        return None
+    ref_packed, ref_state = bnb_functional.quantize_4bit(
+        weight, blocksize=blocksize, compress_statistics=double_quant, quant_type="nf4"
+    )
+    return lambda: bnb.matmul_4bit(x, ref_packed.t(), quant_state=ref_state)
+
+
+def run_matmul(args, device: str, double_quant: bool, copy_bytes_per_s: float) -> list[dict]:
+    """Fused vs dequant-then-matmul vs bf16 matmul, forward and backward, per weight shape and M."""
+    import torch
+
+    from vramplan.torch_nf4 import quantize_4bit
+    from vramplan.torch_nf4.dequantize_triton import dequantize_4bit_triton
+
+    dtype = torch.bfloat16
+    shapes = SMOKE_MATMUL_SHAPES if args.smoke else MATMUL_SHAPES
+    tokens = args.tokens or (SMOKE_MATMUL_TOKENS if args.smoke else MATMUL_TOKENS)
+    iters = 2 if args.smoke else args.iters
+    rows = []
+    for n, k in shapes:
+        torch.manual_seed(0)
+        weight = torch.randn(n, k, dtype=dtype, device=device)
+        packed, state = quantize_4bit(weight, args.blocksize, "nf4", double_quant)
+        quant_bytes = packed.numel() + sum(t.numel() * t.element_size() for t in state.tensors().values())
+        w_bf16 = dequantize_4bit_triton(packed, state, dtype)  # the unquantized baseline: a dense bf16 weight
+        for m in tokens:
+            x = torch.randn(m, k, dtype=dtype, device=device)
+            g = torch.randn(m, n, dtype=dtype, device=device)
+            for direction, fns in _matmul_fns(x, g, packed, state, w_bf16).items():
+                out_elems, in_elems = (m * n, m * k) if direction == "forward" else (m * k, m * n)
+                io_bytes = 2 * (out_elems + in_elems)
+                moved = {"fused": quant_bytes + io_bytes, "dequant_matmul": quant_bytes + 4 * n * k + io_bytes,
+                         "bf16": 2 * n * k + io_bytes}  # fmt: skip
+                fused_out, reference = fns["fused"]().float(), fns["dequant_matmul"]().float()
+                rel_err = float((fused_out - reference).norm() / reference.norm())
+                row = {"direction": direction, "weight": [n, k], "tokens": m, "rel_err_fused_vs_dequant_matmul": rel_err,
+                       "fused_matches": rel_err < 1e-2}  # fmt: skip
+                for path, fn in fns.items():
+                    us = _bench_us(fn, device, iters)
+                    row[f"{path}_us"] = us
+                    row[f"{path}_tflops"] = 2 * m * n * k / (us * 1e-6) / 1e12
+                    if m <= 16:
+                        row[f"{path}_gb_per_s"] = moved[path] / (us * 1e-6) / 1e9
+                        row[f"{path}_pct_of_copy"] = 100 * moved[path] / (us * 1e-6) / copy_bytes_per_s
+                if direction == "forward":
+                    try:  # a reference point only: never let it stop the decision table
+                        bnb = _bnb_matmul(weight, x, args.blocksize, double_quant, device)
+                        if bnb is not None:
+                            row["bnb_us"] = _bench_us(bnb, device, iters)
+                    except Exception as error:  # noqa: BLE001
+                        row["bnb_error"] = repr(error)[:200]
+                row["winner"] = "fused" if row["fused_us"] < row["dequant_matmul_us"] else "dequant_matmul"
+                row["fused_speedup_vs_dequant_matmul"] = row["dequant_matmul_us"] / row["fused_us"]
+                row["fused_speedup_vs_bf16"] = row["bf16_us"] / row["fused_us"]
+                rows.append(row)
+            del x, g
+        del weight, packed, state, w_bf16
+    return rows
+
+
+def _matmul_summary(rows: list[dict]) -> dict:
+    """Wins of the fused path per direction, and whether it wins everywhere (the default's criterion)."""
+    summary = {}
+    for direction in ("forward", "backward"):
+        picked = [r for r in rows if r["direction"] == direction]
+        wins = sum(r["winner"] == "fused" for r in picked)
+        summary[direction] = {"fused_wins": wins, "cases": len(picked), "fused_wins_everywhere": bool(picked) and wins == len(picked)}
+    return summary
 
 
 def _print_table(result: dict) -> None:
@@ -172,6 +306,25 @@ def _print_table(result: dict) -> None:
         speedup = f"{row['speedup_vs_bnb']:.2f}x" if "speedup_vs_bnb" in row else "-"
         exact = row.get("bit_exact_vs_bnb", row["bit_exact_vs_torch_reference"])
         print(f"{shape:>14} {row['us']:>10.1f} {row['gb_per_s']:>9.2f} {row['pct_of_copy']:>6.1f}% {bnb_us:>10} {speedup:>8} {exact!s:>6}")
+    if result["matmul_rows"]:
+        _print_matmul_table(result)
+
+
+def _print_matmul_table(result: dict) -> None:
+    print("\nfused NF4 matmul vs dequant+matmul vs bf16 matmul (us | TFLOP/s | GB/s where M <= 16)")
+    print(f"{'dir':>4} {'weight NxK':>11} {'M':>5} {'fused us':>9} {'deq+mm us':>9} {'bf16 us':>9} {'bnb us':>8} "
+          f"{'fused TF/s':>10} {'deq TF/s':>8} {'bf16 TF/s':>9} {'fused GB/s':>10} {'deq GB/s':>8} {'bf16 GB/s':>9} "
+          f"{'vs deq':>7} {'winner':>14} {'relerr':>8}")  # fmt: skip
+    for row in result["matmul_rows"]:
+        weight = "x".join(map(str, row["weight"]))
+        gbs = [f"{row[p + '_gb_per_s']:.0f}" if p + "_gb_per_s" in row else "-" for p in MATMUL_PATHS]
+        bnb_us = f"{row['bnb_us']:.1f}" if "bnb_us" in row else "-"
+        print(f"{'fwd' if row['direction'] == 'forward' else 'bwd':>4} {weight:>11} {row['tokens']:>5} {row['fused_us']:>9.1f} {row['dequant_matmul_us']:>9.1f} "
+              f"{row['bf16_us']:>9.1f} {bnb_us:>8} {row['fused_tflops']:>10.2f} {row['dequant_matmul_tflops']:>8.2f} "
+              f"{row['bf16_tflops']:>9.2f} {gbs[0]:>10} {gbs[1]:>8} {gbs[2]:>9} "
+              f"{row['fused_speedup_vs_dequant_matmul']:>6.2f}x {row['winner']:>14} {row['rel_err_fused_vs_dequant_matmul']:>8.1e}")  # fmt: skip
+    for direction, s in result["matmul_summary"].items():
+        print(f"{direction}: fused wins {s['fused_wins']}/{s['cases']}" + (" (everywhere)" if s["fused_wins_everywhere"] else ""))
 
 
 def main(argv=None) -> int:
@@ -181,7 +334,8 @@ def main(argv=None) -> int:
     _print_table(result)
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-    return 0 if all(row.get("bit_exact_vs_bnb", row["bit_exact_vs_torch_reference"]) for row in result["rows"]) else 1
+    exact = all(row.get("bit_exact_vs_bnb", row["bit_exact_vs_torch_reference"]) for row in result["rows"])
+    return 0 if exact and all(row["fused_matches"] for row in result["matmul_rows"]) else 1
 
 
 if __name__ == "__main__":

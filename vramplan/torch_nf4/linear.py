@@ -23,11 +23,35 @@ from vramplan.torch_nf4.state import QuantState
 _STATE_BUFFERS = ("absmax", "quant_map", "nested_absmax", "nested_quant_map", "offset")
 
 
+# Which path computes x @ dequant(W).T and its input gradient:
+#   "dequant": dequantize W to the compute dtype (one Triton launch), then F.linear / matmul.
+#   "fused":   vramplan.torch_nf4.matmul_triton, W tiles dequantized in registers and fed to
+#              tl.dot, forward and grad_x; where it does not apply (fp32/fp64 compute, blocksize
+#              > 256, in_features not a multiple of the blocksize, no Triton) it falls back to "dequant".
+# The default stays "dequant" until a GPU run of `benchmarks/nf4_dequant.py --section matmul`
+# shows the fused path faster: no GPU measurement of it exists yet.
+MATMUL_BACKENDS = ("dequant", "fused")
+MATMUL_BACKEND = "dequant"
+
+
+def _fused_applies(dtype: torch.dtype, state: QuantState, device: torch.device) -> bool:
+    try:
+        from vramplan.torch_nf4.matmul_triton import fused_supported
+    except ImportError:  # no triton
+        return False
+    return fused_supported(dtype, state, device)
+
+
 class _MatMul4bit(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, packed, state: QuantState, bias):
+    def forward(ctx, x, packed, state: QuantState, bias, fused: bool):
         ctx.state = state
+        ctx.fused = fused
         ctx.save_for_backward(packed)
+        if fused and _fused_applies(x.dtype, state, x.device):
+            from vramplan.torch_nf4.matmul_triton import linear_4bit_triton
+
+            return linear_4bit_triton(x, packed, state, bias)
         return F.linear(x, dequantize_4bit(packed, state, x.dtype), bias)
 
     @staticmethod
@@ -35,15 +59,30 @@ class _MatMul4bit(torch.autograd.Function):
         (packed,) = ctx.saved_tensors
         grad_x = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = grad_output @ dequantize_4bit(packed, ctx.state, grad_output.dtype)
+            if ctx.fused and _fused_applies(grad_output.dtype, ctx.state, grad_output.device):
+                from vramplan.torch_nf4.matmul_triton import matmul_4bit_triton
+
+                grad_x = matmul_4bit_triton(grad_output, packed, ctx.state)
+            else:
+                grad_x = grad_output @ dequantize_4bit(packed, ctx.state, grad_output.dtype)
         if ctx.needs_input_grad[3]:
             grad_bias = grad_output.reshape(-1, grad_output.shape[-1]).sum(0)
-        return grad_x, None, None, grad_bias
+        return grad_x, None, None, grad_bias, None
 
 
-def matmul_4bit(x: torch.Tensor, packed: torch.Tensor, state: QuantState, bias: torch.Tensor | None = None):
-    """x @ dequant(W).T + bias, saving only the packed weight for backward."""
-    return _MatMul4bit.apply(x, packed, state, bias)
+def matmul_4bit(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    state: QuantState,
+    bias: torch.Tensor | None = None,
+    backend: str | None = None,
+):
+    """x @ dequant(W).T + bias, saving only the packed weight for backward. `backend`:
+    "dequant" or "fused" (see MATMUL_BACKEND, the default when None)."""
+    backend = MATMUL_BACKEND if backend is None else backend
+    if backend not in MATMUL_BACKENDS:
+        raise ValueError(f"backend must be one of {MATMUL_BACKENDS}, got {backend!r}")
+    return _MatMul4bit.apply(x, packed, state, bias, backend == "fused")
 
 
 class NF4Linear(nn.Module):
