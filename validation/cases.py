@@ -18,7 +18,6 @@ from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
 MATRIX_PATH = Path(__file__).resolve().parent / "matrix.toml"
 CASE_KEYS = {"id", "model", "layers", "gpu", "memory_fraction", "warmup_steps", "measured_steps", "note"}
-MEASURED_PHASES = ("load", "forward", "backward", "optimizer", "generate")
 # Measured phase -> the planner phases it spans (the measured peak is the largest of them).
 PLANNER_PHASES = {
     "forward": ("forward",),

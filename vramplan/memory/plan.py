@@ -28,8 +28,6 @@ ALLOCATED_COMPONENTS = (
     "optimizer_state", "optimizer_step_temp", "activations", "logits_loss", "kv_cache",
     "cublas_workspace",
 )
-TRAINING_PHASES = ("forward", "loss_backward", "layer_backward", "backward_end", "optimizer")
-INFERENCE_PHASES = ("generate",)
 
 
 @dataclass(frozen=True)
@@ -39,7 +37,6 @@ class StaticBytes:
     quantized_weights: int
     quant_state: int
     float_weights: int
-    paged_optimizer_state: int = 0
 
 
 def base_weight_bytes(model, run, dtypes: RunDtypes) -> StaticBytes:

@@ -31,7 +31,6 @@ class GPUSpec(BaseModel):
         description="share of total memory one process may allocate (Apple: Metal's working-set limit)",
     )
     aliases: tuple[str, ...] = ()
-    aliases_note: str = ""
     source: str = ""
     notes: str = ""
 
