@@ -110,3 +110,15 @@ def test_render_advice_says_what_each_change_saves_and_its_flags():
     assert text.startswith("to make it fit:")
     assert "saves" in text and "FITS" in text and "[--batch" in text
     assert render_advice([], False) == "no change found that makes it fit on this GPU"
+
+
+def test_skipping_kbit_preparation_is_offered_and_replanned():
+    from vramplan.catalog import get_model
+    from vramplan.estimate import make_run, plan
+    from vramplan.gpus import get_gpu
+
+    model, gpu, run = get_model("mixtral-8x7b"), get_gpu("h200"), make_run(method="qlora")
+    advice = [a for a in advise(model, gpu, run, limit=20) if a.kinds == ("kbit_prep",)]
+    assert len(advice) == 1 and advice[0].flags == "--no-kbit-prep" and advice[0].run.kbit_prep is False
+    assert advice[0].breakdown == plan(model, gpu, advice[0].run)
+    assert advice[0].saved_bytes > 0

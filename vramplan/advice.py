@@ -26,9 +26,9 @@ from vramplan.specs.run import ALL_LINEAR
 # so a combination's total orders combinations by their most expensive change first.
 COSTS = {
     "batch": 1, "seq": 2, "checkpointing": 4, "optimizer": 8, "rank": 16, "targets": 32,
-    "chunked_loss": 64, "method": 128, "model": 256, "gpu": 512,
+    "chunked_loss": 64, "kbit_prep": 128, "method": 256, "model": 512, "gpu": 1024,
 }
-CHEAP_KINDS = ("batch", "seq", "checkpointing", "optimizer", "rank", "targets", "chunked_loss")
+CHEAP_KINDS = ("batch", "seq", "checkpointing", "optimizer", "rank", "targets", "chunked_loss", "kbit_prep")
 SEQ_STEP = 64  # suggested sequence lengths are rounded down to a multiple of this
 MIN_SEQ = 64  # shorter than this is no longer a useful training sequence
 
@@ -197,6 +197,17 @@ def _chunked_loss_changes(model, gpu, run):
                     "--loss-impl chunked", run.model_copy(update={"loss_impl": "chunked"}))]
 
 
+def _kbit_prep_changes(model, gpu, run):
+    """Without peft's k-bit preparation the float-kept modules stay in the load dtype (half of
+    fp32); the price is less numerically robust norms and a checkpointing call of your own."""
+    if run.method != "qlora" or not run.kbit_prep:
+        return []
+    return [_Change(("kbit_prep",),
+                    "skip prepare_model_for_kbit_training (embeddings, norms, lm_head stay 16-bit; "
+                    "enable gradient checkpointing yourself)",
+                    "--no-kbit-prep", run.model_copy(update={"kbit_prep": False}))]
+
+
 def _method_changes(model, gpu, run):
     lighter = {"full": "lora", "lora": "qlora"}.get(run.method)
     if lighter is None:
@@ -239,7 +250,7 @@ def _gpu_changes(model, gpu, run):
 
 SINGLE_CHANGES = (
     _batch_changes, _seq_changes, _checkpointing_changes, _optimizer_changes, _rank_changes,
-    _targets_changes, _chunked_loss_changes, _method_changes, _model_changes, _gpu_changes,
+    _targets_changes, _chunked_loss_changes, _kbit_prep_changes, _method_changes, _model_changes, _gpu_changes,
 )
 
 
@@ -291,6 +302,8 @@ def _strongest(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
         changes = _targets_changes(model, gpu, run)[:1]
     elif kind == "chunked_loss":
         changes = _chunked_loss_changes(model, gpu, run)
+    elif kind == "kbit_prep":
+        changes = _kbit_prep_changes(model, gpu, run)
     else:
         return None
     if not changes:
@@ -322,7 +335,7 @@ def _solved(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
 
 def cheapest_combination(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown) -> Advice | None:
     """The cheapest set of two or more cheap changes that makes the run fit, or None."""
-    discrete = [k for k in ("batch", "checkpointing", "optimizer", "targets", "chunked_loss")
+    discrete = [k for k in ("batch", "checkpointing", "optimizer", "targets", "chunked_loss", "kbit_prep")
                 if _strongest(k, model, gpu, run) is not None]
     solvable = [k for k in ("seq", "rank") if k == "seq" and run.seq_len > MIN_SEQ or k == "rank" and run.uses_lora]
     kinds = discrete + solvable
