@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
 from vramplan.memory.lora import targeted_linears
-from vramplan.memory.xp import maximum
+from vramplan.memory.xp import ceil_div, maximum
 
 
 def _consumer_group_bytes(names, in_features, input_bytes, compute_bytes, lora_names,
@@ -136,6 +136,48 @@ def fused_expert_saved_per_token(model, run, dtypes: RunDtypes):
     return saved
 
 
+def embedding_output_requires_grad(run) -> bool:
+    """Whether autograd tracks the embedding output: a trained embedding (full fine-tuning), or peft
+    LoRA on a float base with checkpointing on, where `PeftModel` calls `enable_input_require_grads`
+    (peft/peft_model.py, `_prepare_model_for_gradient_checkpointing`; not for k-bit models, and our
+    k-bit preparation uses non-reentrant checkpointing, which needs no input gradient)."""
+    return run.method == "full" or (run.method == "lora" and run.gradient_checkpointing)
+
+
+def first_layer_unsaved_per_token(model, run, dtypes: RunDtypes):
+    """Bytes per token that layer 1 does not save when the embedding output needs no gradient.
+
+    Its input RMSNorm then saves nothing (4 h + 4: the fp32 input and rstd), and the LoRA branches
+    that read the norm output save no dropout mask (1 byte x h each): native_dropout's backward
+    keeps the mask only for an input that requires grad. (lora_A still saves its input: its weight
+    trains.) Read off the trace simulator's layer-1 live set (Llama-3.1-8B QLoRA: 14 MiB at 512 tokens).
+    """
+    if embedding_output_requires_grad(run):
+        return 0
+    h = model.hidden_size
+    masks = 0
+    if run.uses_lora and run.lora_dropout > 0:
+        qkv_names = ("qkv_proj",) if model.fused_qkv else ("q_proj", "k_proj", "v_proj")
+        targeted = {lin.name for lin in targeted_linears(model, run.lora_targets, dtypes.moe_experts)}
+        masks = h * sum(name in targeted for name in qkv_names)
+    return 4 * h + 4 + masks
+
+
+def final_norm_bytes_per_token(model, run, dtypes: RunDtypes):
+    """(forward, loss backward) bytes per token of the model's final RMSNorm.
+
+    It saves what a layer's norm saves (fp32 input and rstd: 4 h + 4; full fine-tuning also the
+    weight's input, r h), and its output (h in max(residual, float weight) dtype) stays referenced
+    by `ForCausalLM.forward` (`hidden_states`) until the loss is computed. Read off the trace
+    simulator's forward live set (Llama-3.1-8B QLoRA: the missing 16 MiB at 512 tokens).
+    """
+    h = model.hidden_size
+    r = DTYPE_BYTES[dtypes.residual]
+    saved = 4 * h + 4 + (r * h if run.method == "full" else 0)
+    output = max(r, DTYPE_BYTES[dtypes.float_weights]) * h
+    return saved + output, saved
+
+
 def per_layer_weight_copies(model, run, dtypes: RunDtypes, rank=None):
     """Bytes per layer of weights that autocast casts and autograd saves (not per token).
 
@@ -180,6 +222,51 @@ def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
     return maximum(mlp, attention) + 2 * r_bytes * model.hidden_size
 
 
+def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_len, rank=None):
+    """Bytes alive beside the saved activations at the last layer's backward peak, dequant included.
+
+    For a dense gated MLP the largest moment is one of (per token; r residual, c compute, m the
+    MLP's stream dtype: r under a quantized base, whose linears return their input dtype, else c;
+    every one also holds the incoming gradient of the layer output, r h):
+    - down_proj backward: the gradient cast to c (c h), grad_x = grad @ W (c i), the LoRA branch's
+      input gradient (m i, when down_proj has LoRA) and the dequantized W (`dequant_temp_bytes`);
+    - the gate*up product's backward: grad(prod), grad(act), grad(up) (3 m i);
+    - checkpointing only, the end of the layer's recompute (down_proj's forward matmul): the MLP
+      input held by the MLP's frame (norm output, h), the product (m i), its cast to c (c i), the
+      matmul output (c h) and the dequantized W; down_proj's own LoRA saves are not made yet.
+    Attention (flash/SDPA): dq, dk, dv plus flash's fp32 dq accumulator; eager: the s^2 score
+    gradients. Read off the trace simulator's live set at the layer_backward peak
+    (vramplan/simulate, Llama-3.1-8B QLoRA at 512 tokens: +63 MiB with the old 3 x i + dequant sum,
+    which added an MLP gradient set and a dequantized weight that are never alive together).
+    Fused MoE experts keep the coarse bound `backward_transient_per_token` + dequant.
+    """
+    rank = run.lora_rank if rank is None else rank
+    dequant = dequant_temp_bytes(model, dtypes)
+    if model.is_moe:
+        return backward_transient_per_token(model, run, dtypes, seq_len) * tokens + dequant
+    c = DTYPE_BYTES[dtypes.compute]
+    r = DTYPE_BYTES[dtypes.residual]
+    m = r if dtypes.base_quantized else c
+    h, i = model.hidden_size, model.intermediate_size
+    norm_out = max(r, DTYPE_BYTES[dtypes.float_weights])
+    down_lora = run.uses_lora and "down_proj" in {
+        lin.name for lin in targeted_linears(model, run.lora_targets, dtypes.moe_experts)}
+    down_saved = _consumer_group_bytes(("down_proj",), i, m, c, {"down_proj"} if down_lora else set(),
+                                       run.method == "full", run.lora_dropout > 0, rank)
+    down_saved -= c * rank if down_lora else 0  # lora_B's input (r values) is not down_proj's input
+    down_backward = (c * h + c * i + (m * i if down_lora else 0)) * tokens + dequant
+    product_backward = 3 * m * i * tokens
+    moments = [down_backward, product_backward]
+    if run.gradient_checkpointing:
+        moments.append((norm_out * h + m * i + c * i + c * h - down_saved) * tokens + dequant)
+    if effective_attention(model, run) == "eager":
+        attention = (4 + 2 * c) * model.num_attention_heads * seq_len + r * h
+    else:
+        attention = c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim + r * h
+    moments.append(attention * tokens + dequant)
+    return maximum(*moments) + r * h * tokens
+
+
 def dequant_temp_bytes(model, dtypes: RunDtypes):
     """One dequantized weight in compute dtype, alive during each NF4/FP4 matmul (fwd and bwd).
 
@@ -197,20 +284,39 @@ def checkpoint_bytes_per_token(model, dtypes: RunDtypes):
     return DTYPE_BYTES[dtypes.residual] * model.hidden_size
 
 
-def inference_transient_per_token(model, dtypes: RunDtypes):
+def attention_mask_kinds(model) -> int:
+    """4-D masks eager attention builds per forward: Gemma-2 alternates sliding-window and global
+    layers and `Gemma2Model.forward` builds one mask of each (transformers/models/gemma2)."""
+    return 2 if model.architecture == "gemma2" else 1
+
+
+def inference_transient_per_token(model, dtypes: RunDtypes, run=None, seq_len=None, total_tokens=None):
     """Largest set of live temporaries inside one layer during prefill (no autograd).
 
-    MLP: gate/act, up and their product (3 x i); attention: q, k, v, output and its
-    contiguous copy; RMSNorm: two fp32 copies of the hidden state. Plus the residual.
+    Held throughout by the model's forward: the embedding output and the current layer's input
+    (2 r h). Then the largest moment: MLP: the attention residual and the norm output (2 c h) with
+    gate/act, up and their product (3 x i; a fused gate_up projection keeps its 2 i output beside
+    the activation and the product: 4 x i); attention: q, k, v, output and its contiguous copy;
+    RMSNorm: two fp32 copies of the hidden state. Eager attention (`run`, `seq_len` and the cache
+    length `total_tokens` given) over S keys: the masked scores (C), their fp32 upcast and the fp32
+    softmax ((C + 8) x heads x S), the 4-D masks (C x S each, `attention_mask_kinds`), q and the
+    GQA-repeated k and v (C q (1 + 2 S / s)) and the norm output. Read off the trace simulator's
+    prefill live set (`vramplan/simulate`, StaticCache of seq + max_new_tokens keys).
     Fused MoE experts (integrations/moe.py, grouped_mm_experts_forward), per routed token in the
     experts' dtype x: the gathered hidden state (h), gate_up (2i), the activation (i) and the
     product (i) are alive together, beside the norm output and the previous layer's output:
     2 c h + k x (4i + h).
     """
     c = DTYPE_BYTES[dtypes.compute]
+    r = DTYPE_BYTES[dtypes.residual]
     h, i, q, kv = model.hidden_size, model.intermediate_size, model.q_dim, model.kv_dim
     k = model.num_experts_per_tok if model.is_moe else 1
-    mlp = 3 * c * i * k
+    mlp = (4 if model.fused_gate_up else 3) * c * i * k
     if model.is_moe and dtypes.moe_experts == "fused":
         mlp = 2 * c * h + k * DTYPE_BYTES[dtypes.float_weights] * (4 * i + h)
-    return 2 * c * h + max(mlp, c * (3 * q + 2 * kv), (8 + c) * h)
+    moments = [2 * c * h + max(mlp, c * (3 * q + 2 * kv), (8 + c) * h)]
+    if run is not None and seq_len is not None and effective_attention(model, run) == "eager":
+        keys = seq_len if total_tokens is None else total_tokens
+        moments.append(c * h + (c + 8) * model.num_attention_heads * keys
+                       + attention_mask_kinds(model) * c * keys + c * q + ceil_div(2 * c * q * keys, seq_len))
+    return 2 * r * h + maximum(*moments)

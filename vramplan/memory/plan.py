@@ -96,25 +96,28 @@ def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
     layers = model.num_hidden_layers
     saved_layer = sum(activations.saved_bytes_per_token(model, run, dtypes, seq, rank).values()) * tokens
     copies_layer = activations.per_layer_weight_copies(model, run, dtypes, rank)
-    transient = activations.backward_transient_per_token(model, run, dtypes, seq) * tokens
-    dequant = activations.dequant_temp_bytes(model, dtypes)
+    transient = activations.layer_backward_transient_bytes(model, run, dtypes, tokens, seq, rank)
     logits_fwd, logits_bwd = logits.logits_loss_bytes(model, run, dtypes, batch, seq)
     head_grads = 0
     if run.method == "full":
         head_grads = allocation_bytes(model.vocab_size * model.hidden_size * trainable_bytes)
 
+    final_fwd, final_bwd = activations.final_norm_bytes_per_token(model, run, dtypes)
     if run.gradient_checkpointing:
         held = activations.checkpoint_bytes_per_token(model, dtypes) * tokens * layers
-        forward_acts = held + copies_layer * layers  # autocast's cache holds every cast until forward ends
-        backward_acts = held
-        top_layer = held + saved_layer + copies_layer + transient + dequant
+        # autocast's cache holds every cast until forward ends
+        forward_acts = held + copies_layer * layers + final_fwd * tokens
+        backward_acts = held + final_bwd * tokens
+        top_layer = held + saved_layer + copies_layer + transient
         last_layer = activations.checkpoint_bytes_per_token(model, dtypes) * tokens + saved_layer \
-            + copies_layer + transient + dequant
+            + copies_layer + transient
     else:
-        forward_acts = (saved_layer + copies_layer) * layers
-        backward_acts = forward_acts
-        top_layer = forward_acts + transient + dequant
-        last_layer = saved_layer + copies_layer + transient + dequant
+        all_layers = (saved_layer + copies_layer) * layers \
+            - activations.first_layer_unsaved_per_token(model, run, dtypes) * tokens
+        forward_acts = all_layers + final_fwd * tokens
+        backward_acts = all_layers + final_bwd * tokens
+        top_layer = all_layers + transient
+        last_layer = saved_layer + copies_layer + transient
 
     step_temp = optimizer.optimizer_step_temp_bytes(run.optimizer, groups, trainable_bytes)
     return {
@@ -140,7 +143,7 @@ def _as_sweep_axis(value):
 def _generate_phase(model, run, dtypes, base, batch, seq):
     total_tokens = seq + run.max_new_tokens
     transient = maximum(
-        activations.inference_transient_per_token(model, dtypes) * batch * seq
+        activations.inference_transient_per_token(model, dtypes, run, seq, total_tokens) * batch * seq
         + activations.dequant_temp_bytes(model, dtypes),
         kv_cache.kv_cache_growth_transient(model, dtypes, batch, total_tokens),
     )
