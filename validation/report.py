@@ -207,3 +207,30 @@ def render_markdown(summary: Summary) -> str:
     if summary.worst:
         parts.append("**Worst cases**\n\n" + _markdown_table(WORST_HEADER, summary.worst, 2))
     return "\n\n".join(parts)
+
+
+SIMULATOR_HEADER = ["method", "architecture", "runs", "analytic median |err| %", "analytic max |err| %",
+                    "simulator median |err| %", "simulator max |err| %", "not simulated"]
+
+
+def simulator_rows(compared: list[dict]) -> list[list[str]]:
+    """Simulator vs measured next to analytic vs measured, per method and architecture.
+
+    `compared` is `vramplan.simulate.compare_with_results` output (one dict per ok row)."""
+    grouped: dict[tuple[str, str], list[dict]] = {}
+    for row in compared:
+        grouped.setdefault((row["method"], row["architecture"]), []).append(row)
+    out = []
+    for (method, architecture), rows in sorted(grouped.items()):
+        analytic = [100.0 * row["analytic_error"] for row in rows]
+        simulated = [100.0 * row["simulated_error"] for row in rows if row["simulated_error"] is not None]
+        out.append([method, architecture, str(len(rows)), *_stats(analytic)[:2],
+                    *(_stats(simulated)[:2] if simulated else ("-", "-")), str(len(rows) - len(simulated))])
+    return out
+
+
+def render_simulator(rows: list[list[str]], markdown: bool = False) -> str:
+    title = "simulator vs measured, next to analytic vs measured (peak max_memory_allocated):"
+    if markdown:
+        return f"**{title[:-1]}**\n\n" + _markdown_table(SIMULATOR_HEADER, rows, 2)
+    return title + "\n" + table(SIMULATOR_HEADER, rows, 2)

@@ -93,3 +93,41 @@ def test_recorded_results_are_real_measurements_only():
         assert row["status"] in ("ok", "oom", "error", "not_measured"), row["source"]
         assert row["device_name"] not in ("", "cpu") and "SYNTHETIC" not in row["device_name"].upper()
         assert int(row["device_total_bytes"]) > 0
+
+
+def test_report_puts_the_simulator_next_to_the_analytic_model(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from vramplan.estimate import plan
+    from vramplan.simulate import compare_with_results, simulate
+
+    # two harness rows (a 4-layer QLoRA Llama and a LoRA Qwen2) are enough to exercise the path
+    with DATA.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    kept = [row for row in rows if row["case_id"] in ("qlora-llama-L4",) or row["method"] == "lora"][:2]
+    small = tmp_path / "SYNTHETIC-two-rows.csv"
+    with small.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=results.COLUMNS)
+        writer.writeheader()
+        writer.writerows(kept)
+
+    compared = compare_with_results(small)
+    assert len(compared) == 2
+    first = compared[0]
+    case_model = first["model"]
+    assert case_model == "llama-2-7b" and first["method"] == "qlora"
+    # the 4-layer override from config_json is applied to both engines
+    from vramplan.catalog import get_model
+    from vramplan.estimate import make_run
+    from vramplan.gpus import get_gpu
+
+    four_layers = get_model("7b").model_copy(update={"num_hidden_layers": 4})
+    run = make_run(method="qlora", seq_len=1024, lora_rank=16)
+    assert first["analytic"] == plan(four_layers, get_gpu("h100-sxm"), run).peak_allocated_bytes
+    assert first["simulated"] == simulate(four_layers, get_gpu("h100-sxm"), run).peak_bytes
+
+    table_rows = report.simulator_rows(compared)
+    assert [row[:3] for row in table_rows] == [["lora", "qwen2", "1"], ["qlora", "llama", "1"]]
+
+    assert main(["validate", "report", str(small), "--simulate"]) == 0
+    out = capsys.readouterr().out
+    assert "simulator vs measured, next to analytic vs measured" in out

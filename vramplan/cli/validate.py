@@ -53,6 +53,9 @@ def add_parser(subparsers) -> None:
                         help="results CSV files or folders (default: validation/results/)")
     report.add_argument("--markdown", action="store_true", help="Markdown tables (for the README)")
     report.add_argument("--worst", type=int, default=5, metavar="N", help="how many worst cases to list (default 5)")
+    report.add_argument("--simulate", action="store_true",
+                        help="also run the trace simulator on every measured case and show its error next to "
+                             "the analytic model's (torch extra; seconds per case)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,4 +97,11 @@ def _report(args) -> int:
         return 1
     summary = report.summarize(rows, worst=args.worst)
     print(report.render_markdown(summary) if args.markdown else report.render_text(summary))
+    if args.simulate:
+        from vramplan.results_files import csv_files
+        from vramplan.simulate import compare_with_results
+
+        compared = [row for file in csv_files(paths) for row in compare_with_results(file)]
+        print()
+        print(report.render_simulator(report.simulator_rows(compared), markdown=args.markdown))
     return 0

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,11 +68,13 @@ MEASURED_COLUMNS = ("measured_peak_bytes", "max_memory_allocated")
 def compare_with_results(path) -> list[dict]:
     """Simulator vs measured next to analytic vs measured for every row of a results CSV.
 
-    A row names `model` and `gpu`, any RunConfig fields as columns (empty = default), and the
-    measured `torch.cuda.max_memory_allocated()` as `measured_peak_bytes` (or
-    `max_memory_allocated`). Returns one dict per row: model, gpu, measured, analytic,
-    simulated (None when the simulator cannot run it, with `skipped` saying why), and the
-    relative errors `analytic_error`, `simulated_error` ((predicted - measured) / measured).
+    A row is either the validation harness's (`config_json` holds model, layer override, gpu
+    and the full RunConfig; only `status` ok rows count) or a plain one naming `model` and
+    `gpu` with any RunConfig fields as columns (empty = default). The measured
+    `torch.cuda.max_memory_allocated()` is `measured_peak_bytes` (or `max_memory_allocated`).
+    Returns one dict per row: model, gpu, method, architecture, measured, analytic, simulated
+    (None when the simulator cannot run it, with `skipped` saying why), and the relative
+    errors `analytic_error`, `simulated_error` ((predicted - measured) / measured).
     """
     from vramplan.errors import InputError
     from vramplan.estimate import make_run, plan
@@ -86,12 +89,21 @@ def compare_with_results(path) -> list[dict]:
             measured_text = next((row[c] for c in MEASURED_COLUMNS if row.get(c)), None)
             if measured_text is None:
                 continue
+            if row.get("status", "ok") != "ok":
+                continue
             measured = int(float(measured_text))
-            fields = {k: _parse_field(v) for k, v in row.items()
-                      if k in RunConfig.model_fields and v not in (None, "")}
-            model, gpu, run = resolve_model(row["model"]), get_gpu(row["gpu"]), make_run(**fields)
+            if row.get("config_json"):
+                config = json.loads(row["config_json"])
+                model, gpu, run = resolve_model(config["model"]), get_gpu(config["gpu"]), make_run(**config["run"])
+                if config.get("layers"):
+                    model = model.model_copy(update={"num_hidden_layers": int(config["layers"])})
+            else:
+                fields = {k: _parse_field(v) for k, v in row.items()
+                          if k in RunConfig.model_fields and v not in (None, "")}
+                model, gpu, run = resolve_model(row["model"]), get_gpu(row["gpu"]), make_run(**fields)
             analytic = plan(model, gpu, run).peak_allocated_bytes
-            out = {"model": model.name, "gpu": gpu.name, "measured": measured, "analytic": analytic,
+            out = {"model": model.name, "gpu": gpu.name, "method": run.method, "architecture": model.architecture,
+                   "measured": measured, "analytic": analytic,
                    "analytic_error": (analytic - measured) / measured, "simulated": None,
                    "simulated_error": None, "skipped": ""}
             try:
