@@ -10,10 +10,12 @@ def add_parser(subparsers) -> None:
     models = subparsers.add_parser("models", help="list the bundled model catalog",
                                    description="List the bundled model catalog with aliases.")
     models.add_argument("--json", action="store_true", help="print as JSON")
+    models.add_argument("--names", action="store_true", help="names and aliases only, one per line (shell completion)")
     models.set_defaults(handler=run_models)
     gpus = subparsers.add_parser("gpus", help="list the GPU profiles",
                                  description="List the GPU profiles (gpu_profiles/*.toml).")
     gpus.add_argument("--json", action="store_true", help="print as JSON")
+    gpus.add_argument("--names", action="store_true", help="keys and aliases only, one per line (shell completion)")
     gpus.set_defaults(handler=run_gpus)
 
 
@@ -23,6 +25,9 @@ def run_models(args) -> int:
 
     aliases = model_aliases()
     specs = list_models()
+    if args.names:
+        print("\n".join(name for s in specs for name in [s.name, *_short_aliases(aliases.get(s.name, []), most=99)]))
+        return 0
     if args.json:
         print(json.dumps([{**s.model_dump(mode="json"), "parameters": parameter_count(s),
                            "aliases": aliases.get(s.name, [])} for s in specs], indent=2))
@@ -42,6 +47,9 @@ def run_gpus(args) -> int:
     from vramplan.gpus import list_gpus
 
     gpus = list_gpus()
+    if args.names:
+        print("\n".join(name for g in gpus for name in [g.key, *g.aliases]))
+        return 0
     if args.json:
         print(json.dumps([g.model_dump(mode="json") for g in gpus], indent=2))
         return 0

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "vramplan.cli.report",
     "vramplan.cli.tui",
     "vramplan.cli.validate",
+    "vramplan.cli.completion",
 )
 
 
