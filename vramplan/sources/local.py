@@ -6,13 +6,13 @@ nothing is ever fetched.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from vramplan.errors import InputError
+from vramplan.sources.json_file import read_json_object
 from vramplan.sources.config_json import spec_from_config, weight_format_from_config
 from vramplan.sources.safetensors_header import Checkpoint, read_checkpoint
 from vramplan.specs.model import ModelSpec
@@ -63,18 +63,7 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
 
 def read_config(path: Path) -> dict:
     """Parse a config.json (size-bounded JSON, never executed)."""
-    origin = str(path)
-    try:
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise InputError(origin, f"larger than {MAX_CONFIG_BYTES} bytes; not a config.json")
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(origin, f"cannot read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(origin, f"not valid JSON ({exc.__class__.__name__})") from None
-    if not isinstance(cfg, dict):
-        raise InputError(origin, "must be a JSON object")
-    return cfg
+    return read_json_object(path, MAX_CONFIG_BYTES, "config.json")
 
 
 def load_local(path: str | Path, name: str = "") -> LocalModel:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from vramplan.errors import InputError
+from vramplan.sources.json_file import read_json_object
 
 MAX_HEADER_BYTES = 100_000_000
 MAX_QUANT_STATE_BYTES = 65_536
@@ -200,15 +201,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 def _index_shards(path: Path) -> list[str]:
     """Shard file names from an index's weight_map; each must be a plain name in the folder."""
     origin = str(path)
-    try:
-        if path.stat().st_size > MAX_INDEX_BYTES:
-            raise InputError(origin, f"index file larger than {MAX_INDEX_BYTES} bytes")
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(origin, f"cannot read: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise InputError(origin, "not valid JSON") from None
-    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    index = read_json_object(path, MAX_INDEX_BYTES, "safetensors index")
+    weight_map = index.get("weight_map")
     if not isinstance(weight_map, dict) or not weight_map:
         raise InputError(origin, "weight_map must be a non-empty JSON object of tensor -> file")
     shards = list(dict.fromkeys(weight_map.values()))
