@@ -152,7 +152,7 @@ def explain_components(model, gpu, run, breakdown) -> list[dict]:
 
 
 def run(args) -> int:
-    from vramplan.cli.maxcmd import specs_from_args
+    from vramplan.cli.fit import specs_from_args
     from vramplan.estimate import plan
 
     model, gpu, run_config = specs_from_args(args)

@@ -37,13 +37,19 @@ def add_parser(subparsers) -> None:
     add_run_arguments(parser)
 
 
-def plan_from_args(args):
+def specs_from_args(args):
+    """(ModelSpec, GPUSpec, RunConfig) from --model, --gpu and the run flags."""
     from vramplan.cli.run_flags import run_config_from_args
-    from vramplan.estimate import plan
     from vramplan.gpus import get_gpu
     from vramplan.resolve import resolve_model
 
-    return plan(resolve_model(args.model), get_gpu(args.gpu), run_config_from_args(args))
+    return resolve_model(args.model), get_gpu(args.gpu), run_config_from_args(args)
+
+
+def plan_from_args(args):
+    from vramplan.estimate import plan
+
+    return plan(*specs_from_args(args))
 
 
 def breakdown_json(breakdown) -> str:
@@ -72,23 +78,20 @@ def render(breakdown) -> str:
 
 
 def run(args) -> int:
-    emit = getattr(args, "emit", None)
-    if args.json and not emit:
-        breakdown = plan_from_args(args)
-        print(breakdown_json(breakdown))
-        return 0 if breakdown.fits else 1
-    from vramplan.cli.maxcmd import specs_from_args
     from vramplan.estimate import plan
 
     model, gpu, run_config = specs_from_args(args)
     breakdown = plan(model, gpu, run_config)
-    if emit == "hf":
+    if args.json and not args.emit:
+        print(breakdown_json(breakdown))
+        return 0 if breakdown.fits else 1
+    if args.emit == "hf":
         from vramplan.emit_hf import hf_snippet
 
         print(hf_snippet(model, gpu, run_config, breakdown), end="")
         return 0 if breakdown.fits else 1
     print(render(breakdown))
-    if getattr(args, "simulate", False):
+    if args.simulate:
         from vramplan.simulate.report import render_simulation
 
         print()

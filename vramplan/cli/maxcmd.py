@@ -36,18 +36,10 @@ def add_parser(subparsers) -> None:
     add_run_arguments(parser)
 
 
-def specs_from_args(args):
-    """(ModelSpec, GPUSpec, RunConfig) from --model, --gpu and the run flags."""
-    from vramplan.cli.run_flags import run_config_from_args
-    from vramplan.gpus import get_gpu
-    from vramplan.resolve import resolve_model
-
-    return resolve_model(args.model), get_gpu(args.gpu), run_config_from_args(args)
-
-
 def run(args) -> int:
     from vramplan.errors import InputError
     from vramplan.estimate import plan
+    from vramplan.cli.fit import specs_from_args
     from vramplan.solvers import max_size
 
     model, gpu, run_config = specs_from_args(args)
