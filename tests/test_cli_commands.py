@@ -87,8 +87,11 @@ def test_compare_gpus_table_has_one_row_per_gpu_with_max_batch_and_seq(capsys):
         row = next(line for line in lines if line.startswith(key + " "))
         gpu = get_gpu(key)
         assert str(solvers.max_micro_batch(model, gpu, run)) in row.split()
-        assert str(solvers.max_seq_len(model, gpu, run)) in row.split()
+        seq = solvers.max_seq_len(model, gpu, run)
+        beyond_context = "*" if seq > model.max_position_embeddings else ""
+        assert f"{seq}{beyond_context}" in row.split()
         assert ("FITS" if plan(model, gpu, run).fits else "DOES NOT FIT") in row
+    assert "context window" in out  # 13b's 4096-token context is below what these GPUs allow
 
 
 def test_compare_models_json_and_csv_agree_with_plan(capsys):
@@ -304,3 +307,10 @@ def test_console_script_max_batch_in_a_real_process():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["value"] == solvers.max_micro_batch(get_model("13b"), get_gpu("t4"), make_run())
+
+
+def test_max_seq_says_when_memory_allows_more_than_the_context_window(capsys):
+    code, out, _ = run_cli(capsys, "max", "seq", "--model", "7b", "--gpu", "a100-80g")
+    value = solvers.max_seq_len(get_model("7b"), get_gpu("a100-80g"), make_run())
+    assert code == 0 and value > 4096
+    assert f"memory allows {value} tokens, but llama-2-7b's context window is 4096" in out

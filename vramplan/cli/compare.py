@@ -14,7 +14,7 @@ EPILOG = """examples:
 max batch / max seq: the largest that fit with the other settings unchanged (0: none)."""
 
 FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity_bytes", "headroom_bytes",
-          "max_micro_batch", "max_seq_len", "note")
+          "max_micro_batch", "max_seq_len", "context_window", "note")
 
 
 def add_parser(subparsers) -> None:
@@ -58,7 +58,7 @@ def compare_row(name: str, model, gpu, run) -> dict:
         "peak_allocated_bytes": result.peak_allocated_bytes, "required_bytes": result.required_bytes,
         "capacity_bytes": result.capacity_bytes, "headroom_bytes": result.headroom_bytes,
         "max_micro_batch": max_micro_batch(model, gpu, run), "max_seq_len": max_seq_len(model, gpu, run),
-        "note": "",
+        "context_window": model.max_position_embeddings, "note": "",
     }
 
 
@@ -109,7 +109,19 @@ def render_rows(first: str, rows: list[dict]) -> str:
     body = [[row["name"], row["verdict"], size(row["peak_allocated_bytes"]), size(row["required_bytes"]),
              size(row["capacity_bytes"]), size(row["headroom_bytes"]),
              "-" if row["max_micro_batch"] is None else str(row["max_micro_batch"]),
-             "-" if row["max_seq_len"] is None else str(row["max_seq_len"])] for row in rows]
+             _seq_cell(row)] for row in rows]
     text = table(header, body, align_right_from=2)
     notes = [f"note: {row['name']}: {row['note']}" for row in rows if row["note"]]
+    if any(_beyond_context(row) for row in rows):
+        notes.append("note: * memory allows more tokens than the model's context window (max_position_embeddings)")
     return "\n".join([text, *notes])
+
+
+def _beyond_context(row: dict) -> bool:
+    return row.get("max_seq_len") is not None and row["max_seq_len"] > row["context_window"]
+
+
+def _seq_cell(row: dict) -> str:
+    if row.get("max_seq_len") is None:
+        return "-"
+    return f"{row['max_seq_len']}*" if _beyond_context(row) else str(row["max_seq_len"])

@@ -59,6 +59,7 @@ def run(args) -> int:
             "required_bytes": at_value.required_bytes if at_value else None,
             "headroom_bytes": at_value.headroom_bytes if at_value else None,
             "next_required_bytes": above.required_bytes if above else None,
+            "context_window": model.max_position_embeddings,
             "run": run_config.model_dump(mode="json"),
         }, indent=2))
         return 0 if value else 1
@@ -73,4 +74,7 @@ def run(args) -> int:
           f"headroom {gib(at_value.headroom_bytes)} GiB")
     if above is not None:
         print(f"  at {value + 1}: needs {gib(above.required_bytes)} GiB: does not fit")
+    if args.dimension == "seq" and value > model.max_position_embeddings:
+        print(f"note: memory allows {value} tokens, but {model.name}'s context window is "
+              f"{model.max_position_embeddings} (max_position_embeddings); longer needs RoPE scaling")
     return 0
