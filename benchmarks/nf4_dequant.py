@@ -120,18 +120,27 @@ def _environment(device: str) -> dict:
     return env
 
 
-def _bnb_dequant(weight, blocksize: int, double_quant: bool, device: str):
-    """bitsandbytes' dequant closure for the same weight (CUDA only: its CPU kernel is a different code)."""
+def _bnb_quantized(weight, blocksize: int, double_quant: bool, device: str):
+    """bitsandbytes' own NF4 quantization of `weight` (CUDA only: its CPU kernels are other code),
+    as (packed, quant_state), or None when bitsandbytes is missing or the device is not CUDA."""
     if device != "cuda":
         return None
     try:
         import bitsandbytes.functional as bnb_functional
     except ImportError:
         return None
-    ref_packed, ref_state = bnb_functional.quantize_4bit(
-        weight, blocksize=blocksize, compress_statistics=double_quant, quant_type="nf4"
-    )
-    return lambda: bnb_functional.dequantize_4bit(ref_packed, ref_state)
+    return bnb_functional.quantize_4bit(weight, blocksize=blocksize, compress_statistics=double_quant,
+                                        quant_type="nf4")
+
+
+def _bnb_dequant(weight, blocksize: int, double_quant: bool, device: str):
+    """bitsandbytes' dequant closure for the same weight."""
+    quantized = _bnb_quantized(weight, blocksize, double_quant, device)
+    if quantized is None:
+        return None
+    import bitsandbytes.functional as bnb_functional
+
+    return lambda: bnb_functional.dequantize_4bit(*quantized)
 
 
 def run(args) -> dict:
@@ -218,18 +227,14 @@ def _matmul_fns(x, g, packed, state, w_bf16) -> dict:
 
 
 def _bnb_matmul(weight, x, blocksize: int, double_quant: bool, device: str):
-    """bitsandbytes' 4-bit forward (its gemv kernel at M=1) for the same weight, CUDA only."""
-    if device != "cuda":
+    """bitsandbytes' 4-bit forward (its gemv kernel at M=1) for the same weight."""
+    quantized = _bnb_quantized(weight, blocksize, double_quant, device)
+    if quantized is None:
         return None
-    try:
-        import bitsandbytes as bnb
-        import bitsandbytes.functional as bnb_functional
-    except ImportError:
-        return None
-    ref_packed, ref_state = bnb_functional.quantize_4bit(
-        weight, blocksize=blocksize, compress_statistics=double_quant, quant_type="nf4"
-    )
-    return lambda: bnb.matmul_4bit(x, ref_packed.t(), quant_state=ref_state)
+    import bitsandbytes as bnb
+
+    packed, state = quantized
+    return lambda: bnb.matmul_4bit(x, packed.t(), quant_state=state)
 
 
 def run_matmul(args, device: str, double_quant: bool, copy_bytes_per_s: float) -> list[dict]:
