@@ -29,6 +29,16 @@ def test_every_profile_loads_sorted_by_memory():
         assert gpu.source and gpu.notes, gpu.key
 
 
+def test_every_profile_names_where_its_total_memory_comes_from():
+    """A URL or repository path of a published print, an index id of one, or an explicit 'no print'."""
+    for gpu in list_gpus():
+        if gpu.vendor in ("apple", "custom"):
+            continue
+        cited = any(mark in gpu.source for mark in ("https://", "/", "find_string id"))
+        assert cited and (gpu.source.startswith("no ") or "get_device_properties printed" in gpu.source), gpu.key
+        assert "in public logs" not in gpu.source, gpu.key
+
+
 def test_profiles_state_precision_support_from_compute_capability():
     for gpu in list_gpus():
         if gpu.vendor != "nvidia":
@@ -42,6 +52,8 @@ def test_profiles_state_precision_support_from_compute_capability():
 
 def test_total_memory_is_what_torch_reports_not_the_marketing_number():
     assert get_gpu("t4").total_memory_bytes / 2**30 == pytest.approx(14.75, abs=0.01)
+    # torch's OOM message on an L4: "a total capacity of 22.03 GiB" (nvidia-smi: 23034 MiB)
+    assert round(get_gpu("l4").total_memory_bytes / 2**30, 2) == 22.03
     assert get_gpu("a100-40g").total_memory_bytes == 42_298_834_944
     assert get_gpu("h100").total_memory_bytes < 80 * 2**30
 
@@ -71,6 +83,33 @@ def test_sizes_make_a_custom_gpu(text, expected):
     gpu = get_gpu(text)
     assert gpu.total_memory_bytes == expected
     assert gpu.vendor == "custom" and gpu.bf16
+
+
+@pytest.mark.parametrize(
+    "text, reading",
+    [("24GB", "24GB read as 24 x 10^9 bytes = 22.35 GiB"), ("24G", "24G read as 24 x 2^30 bytes = 24.00 GiB"),
+     ("16384MiB", "16384MiB read as 16384 x 2^20 bytes = 16.00 GiB"), ("1.5TB", "1.5TB read as 1.5 x 10^12 bytes")],
+)
+def test_a_size_given_as_the_gpu_says_in_the_plan_how_it_was_read(text, reading):
+    from vramplan.estimate import estimate
+
+    notes = estimate(model="7b", gpu=text).notes
+    assert any(reading in note and "decimal" in note for note in notes), notes
+
+
+def test_fit_prints_how_24GB_and_24G_were_read(capsys):
+    from vramplan.cli.main import main
+
+    for text, reading in (("24GB", "22.35 GiB"), ("24G", "24.00 GiB")):
+        main(["fit", "--model", "7b", "--gpu", text])
+        out = capsys.readouterr().out
+        assert f"note: GPU size {text} read as" in out and reading in out
+
+
+def test_a_bundled_profile_gets_no_size_note():
+    from vramplan.estimate import estimate
+
+    assert not any("read as" in note for note in estimate(model="7b", gpu="a100").notes)
 
 
 def test_parse_size_rejects_non_sizes():

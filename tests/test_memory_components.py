@@ -112,8 +112,11 @@ def test_sgd_and_adafactor_states():
     groups = [TensorGroup("w", 1024, 512, 2), TensorGroup("b", 1024, 1, 2, ndim=1)]
     assert optimizer.optimizer_state_bytes("sgd", groups, 4) == (0, 0)
     assert optimizer.optimizer_state_bytes("sgd_momentum", groups, 4)[0] == 2 * (1024 * 512 * 4) + 2 * 4096
-    # factored: row (1024) + col (512) for the matrix, full for the vector
-    assert optimizer.optimizer_state_bytes("adafactor", groups, 4)[0] == 2 * (4096 + 2048) + 2 * 4096
+    # factored: row (1024) + col (512) for the matrix, full for the vector, fp32 even for bf16
+    # parameters; each tensor also keeps a 0-dim RMS tensor (one 512 B block)
+    expected = 2 * (4096 + 2048 + 512) + 2 * (4096 + 512)
+    assert optimizer.optimizer_state_bytes("adafactor", groups, 4)[0] == expected
+    assert optimizer.optimizer_state_bytes("adafactor", groups, 2)[0] == expected
 
 
 def test_kv_cache_uses_key_value_heads_not_attention_heads():

@@ -81,6 +81,16 @@ def parse_size(text: str) -> int | None:
     return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
 
 
+def size_reading(text: str) -> str:
+    """How `parse_size` read `text`, e.g. "24GB read as 24 x 10^9 bytes = 22.35 GiB": 24GB
+    and 24G differ by 1.65 GiB, so a plan says which one it used."""
+    match = _SIZE.match(text.lower())
+    number, unit = match.group(1), _UNIT_BYTES[match.group(2)]
+    power = f"10^{len(str(unit)) - 1}" if unit % 10 == 0 else f"2^{unit.bit_length() - 1}"
+    return (f"GPU size {text.strip()} read as {number} x {power} bytes = {parse_size(text) / 2**30:.2f} GiB "
+            "(GB, MB, TB are decimal; G, GiB, M, MiB, T, TiB binary)")
+
+
 def custom_gpu(total_memory_bytes: int, label: str) -> GPUSpec:
     """A GPU known only by its memory size: bf16 assumed, default context and workspace."""
     if total_memory_bytes <= 0:
@@ -93,6 +103,7 @@ def custom_gpu(total_memory_bytes: int, label: str) -> GPUSpec:
         bf16=True,
         source=f"size given on the command line: {label.strip()}",
         notes="Custom GPU: only the memory size is known; bf16 assumed, default CUDA context estimate.",
+        size_reading=size_reading(label) if parse_size(label) is not None else "",
     )
 
 
@@ -122,4 +133,4 @@ def list_gpus() -> list[GPUSpec]:
     return sorted(_profiles()[0].values(), key=lambda g: (g.total_memory_bytes, g.key))
 
 
-__all__ = ["get_gpu", "list_gpus", "parse_size", "custom_gpu", "gpu_from_toml"]
+__all__ = ["get_gpu", "list_gpus", "parse_size", "size_reading", "custom_gpu", "gpu_from_toml"]

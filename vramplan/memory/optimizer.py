@@ -34,7 +34,8 @@ def optimizer_state_bytes(optimizer: str, groups, param_bytes: int):
     step counter is a CPU scalar). 32-bit bitsandbytes state is always fp32: 2 x 4 B.
     8-bit: 2 x 1 B + 2 x 4 B per 256 (the NOTES' 2.03125 B/param). sgd_momentum: 1 x P.
     adafactor (transformers.optimization.Adafactor, beta1=None): factored row+col second
-    moment for matrices, full second moment for vectors, in the gradient dtype.
+    moment for matrices, full second moment for vectors, always fp32 (`.to(grad)` after
+    `grad.float()`), plus the 0-dim `state["RMS"]` tensor of each parameter.
     """
     device = paged = 0
     for g in groups:
@@ -54,10 +55,9 @@ def optimizer_state_bytes(optimizer: str, groups, param_bytes: int):
         elif optimizer == "sgd_momentum":
             device += allocation_bytes(numel * param_bytes) * g.count
         elif optimizer == "adafactor":
-            if g.is_matrix:
-                device += (allocation_bytes(g.rows * param_bytes) + allocation_bytes(g.cols * param_bytes)) * g.count
-            else:
-                device += allocation_bytes(numel * param_bytes) * g.count
+            moment = allocation_bytes(g.rows * 4) + allocation_bytes(g.cols * 4) if g.is_matrix \
+                else allocation_bytes(numel * 4)
+            device += (moment + allocation_bytes(4)) * g.count
         else:
             raise ValueError(f"unknown optimizer {optimizer}")
     if optimizer in ("adamw_8bit", "paged_adamw_8bit"):
@@ -71,14 +71,24 @@ def optimizer_step_temp_bytes(optimizer: str, groups, param_bytes: int):
     adamw (foreach, torch's default on CUDA): `torch._foreach_sqrt(exp_avg_sqs)` makes one
     full copy of the second moment, 1 x P over all tensors (torch/optim/adamw.py,
     `_multi_tensor_adamw`). Fused and bitsandbytes kernels update in place: 0.
-    adafactor loops per tensor: `grad**2 + eps` and the approximated second moment, two
-    fp32 copies of the largest tensor, plus an fp32 copy of it when it is not fp32.
+    adafactor loops per tensor (transformers 5.24 `Adafactor.step`): two fp32 copies of the
+    tensor (`grad**2` beside `+ eps`, the old update beside `_approx_sq_grad`'s product, the
+    update beside `-update`), plus `grad.float()` and `p.float()` when it is not fp32: 4
+    copies; plus, at `grad**2 + eps`, the previous tensor's update, which the loop variable
+    keeps alive (counted for consecutive per-layer groups), or, at `_approx_sq_grad`, the
+    row and column factors, whichever is larger (checked against the trace simulator in
+    tests/simulate/test_adafactor_step.py).
     sgd with momentum clones the gradient into the buffer on the first step only.
     """
     if optimizer == "adamw":
         return sum(allocation_bytes(g.rows * g.cols * param_bytes) * g.count for g in groups)
     if optimizer == "adafactor":
-        largest = maximum(0, *[g.rows * g.cols for g in groups])
-        copies = 2 + (0 if param_bytes == 4 else 2)
-        return copies * allocation_bytes(largest * 4)
+        copies = 2 if param_bytes == 4 else 4
+        peak = previous = 0
+        for g in groups:
+            factors = allocation_bytes(g.rows * 4) + allocation_bytes(g.cols * 4) if g.is_matrix else 0
+            carried = previous if g.count > 1 else 0  # a count-1 tensor (embeddings, lm_head) has no such neighbour
+            peak = maximum(peak, copies * allocation_bytes(g.rows * g.cols * 4) + maximum(factors, carried))
+            previous = allocation_bytes(g.rows * g.cols * 4) if g.count > 1 else 0
+        return peak
     return 0

@@ -33,6 +33,7 @@ class GPUSpec(BaseModel):
     aliases: tuple[str, ...] = ()
     source: str = ""
     notes: str = ""
+    size_reading: str = Field(default="", description="how a size given as the GPU was read (a plan note)")
 
     @property
     def capacity_bytes(self) -> int:
