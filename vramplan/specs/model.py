@@ -46,7 +46,7 @@ class ModelSpec(BaseModel):
     qk_norm: bool = Field(default=False, description="RMSNorm over head_dim on q and k (Qwen3, Gemma-3)")
     sliding_window: int = Field(default=0, ge=0, description="local attention window in tokens; 0 = none")
     sliding_window_pattern: int = Field(
-        default=0, ge=0, description="every Nth layer is global, the others local (transformers' layer_types)")
+        default=0, ge=0, description="every Nth layer is global, the others local; 0 = every layer local")
     max_position_embeddings: int = Field(default=4096, gt=0)
     hf_id: str = ""
     source: str = "catalog"
@@ -74,16 +74,17 @@ class ModelSpec(BaseModel):
             )
         if self.num_experts_per_tok > self.num_local_experts:
             raise ValueError("num_experts_per_tok: must be at most num_local_experts")
-        if bool(self.sliding_window) != bool(self.sliding_window_pattern):
-            raise ValueError("sliding_window: give sliding_window and sliding_window_pattern together")
         return self
 
     @property
     def sliding_window_layers(self) -> int:
         """Layers with local attention: layer i is global when (i + 1) % pattern == 0, as transformers'
-        Gemma2/Gemma3 configs build `layer_types`; the rest attend to the last `sliding_window` tokens."""
+        Gemma2/Gemma3 configs build `layer_types`; with no pattern every layer is local (Mistral's
+        `sliding_window`: cache_utils.get_layer_types_and_kwargs). They see the last `sliding_window` tokens."""
         if not self.sliding_window:
             return 0
+        if not self.sliding_window_pattern:
+            return self.num_hidden_layers
         return self.num_hidden_layers - self.num_hidden_layers // self.sliding_window_pattern
 
     @property
