@@ -51,15 +51,24 @@ def hf_config(model, num_layers: int | None = None):
     if arch == "llama":
         return tf.LlamaConfig(**common, head_dim=model.head_dim, attention_bias=model.attention_bias)
     if arch == "mistral":
-        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=None)
+        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=model.sliding_window or None)
     if arch == "mixtral":
         return tf.MixtralConfig(**common, head_dim=model.head_dim, num_local_experts=model.num_local_experts,
                                 num_experts_per_tok=model.num_experts_per_tok, sliding_window=None)
     if arch == "qwen2":
         return tf.Qwen2Config(**common, use_sliding_window=False)
+    if arch == "qwen3":
+        return tf.Qwen3Config(**common, head_dim=model.head_dim, attention_bias=model.attention_bias,
+                              use_sliding_window=False)
     if arch == "gemma2":
         return tf.Gemma2Config(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                               sliding_window=model.sliding_window or 4096,
                                final_logit_softcapping=30.0 if model.final_logit_softcapping else None)
+    if arch == "gemma3":  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
+        return tf.Gemma3TextConfig(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                                   sliding_window=model.sliding_window or 4096,
+                                   sliding_window_pattern=model.sliding_window_pattern or 6,
+                                   final_logit_softcapping=None, attn_logit_softcapping=None)
     if arch == "phi3":
         return tf.Phi3Config(**common)
     raise InputError("model", f"the simulator does not know architecture {arch!r}")
