@@ -326,6 +326,10 @@ def test_unknown_model_type_gets_a_note_saying_what_was_assumed():
     ({"model_type": "llama", "head_dim": 96}, "head_dim 96 is not hidden_size / num_attention_heads"),
     ({"model_type": "olmo3", "qk_layernorm": True}, "q/k normalization is not modelled"),
     ({"model_type": "qwen2_moe", "num_experts": 60, "moe_intermediate_size": 1408}, "mixture-of-experts"),
+    ({"model_type": "llama", "rope_scaling": {"rope_type": "mrope2"}}, "rope_type 'mrope2' is not known"),
+    ({"model_type": "cohere3", "attn_logit_softcapping": 50.0}, "attn_logit_softcapping is modelled for Gemma-2"),
+    ({"model_type": "llama4_text", "attention_chunk_size": 8192}, "chunked attention"),
+    ({"model_type": "qwen2", "sliding_window": 32768, "use_sliding_window": True}, "sliding_window 32768"),
 ])
 def test_unmodelled_config_fields_get_a_note(fields, expected):
     spec = spec_from_config({**LLAMA_2_7B, **fields})

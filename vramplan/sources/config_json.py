@@ -27,6 +27,7 @@ _MOE_FIELDS = ("num_experts", "n_routed_experts", "moe_intermediate_size", "n_sh
 # Windows modelled: Gemma's alternating local/global layers, Mistral's window on every layer
 _WINDOWED = ("gemma2", "gemma3_text", "mistral")
 _QK_NORMED = ("qwen3", "gemma3_text")
+_KNOWN_ROPE = ("default", "linear", "dynamic", "llama3", "yarn", "longrope", "su", "proportional")
 
 
 def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +77,16 @@ def assumption_notes(cfg: dict[str, Any], model_type: str, head_dim: int) -> lis
             notes.append(f"head_dim {head_dim} is not hidden_size / num_attention_heads "
                          f"({cfg['hidden_size']} / {cfg['num_attention_heads']}): q/o projections and "
                          f"KV cache planned with head_dim {head_dim}")
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    rope_type = str(rope.get("rope_type") or rope.get("type") or "") if isinstance(rope, dict) else ""
+    if rope_type and rope_type not in _KNOWN_ROPE:
+        notes.append(f"rope_type '{rope_type}' is not known: planned as standard RoPE (cos/sin tables only)")
+    if cfg.get("attn_logit_softcapping") and model_type != "gemma2":
+        notes.append(f"{label}: attn_logit_softcapping is modelled for Gemma-2 only: planned with the "
+                     "attention implementation asked for (transformers may need eager, which saves s^2 scores)")
+    if cfg.get("attention_chunk_size"):
+        notes.append(f"{label}: chunked attention (attention_chunk_size {cfg['attention_chunk_size']}) is not "
+                     "modelled: KV cache planned over every token")
     if cfg.get("_multimodal_type"):
         notes.append(f"'{cfg['_multimodal_type']}' is multimodal: planned is its text decoder (text_config); "
                      "the vision tower and image tokens are not")
