@@ -76,7 +76,7 @@ def _catalog() -> tuple[dict[str, ModelSpec], dict[str, list[str]], dict[str, st
             if owner != key:
                 raise InputError("models.toml", f"name '{alias}' is used by both {owner} and {key}")
         models[key] = spec
-        aliases[key] = _unique(names[1:])
+        aliases[key] = _unique(n for n in names[1:] if normalize_name(n) != normalize_name(key))
     return models, aliases, index
 
 
