@@ -114,3 +114,23 @@ def test_sliding_window_kv_cache_matches_simulated(name, seq_len):
     _assert_agrees(comparisons)
     for c in comparisons:
         assert c.analytic_categories["kv_cache"] == c.simulated_categories["kv_cache"], c.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["qlora", "full"])
+def test_qk_norm_saves_equal_what_the_simulator_adds_over_the_same_model_without_them(method):
+    """Qwen3 minus a llama with the same numbers, per token and layer, is the q/k RMSNorms' saved set."""
+    from vramplan.catalog import get_model
+    from vramplan.memory.activations import qk_norm_saved_per_token
+    from vramplan.memory.dtypes import resolve_dtypes
+    from vramplan.simulate import simulate
+
+    qwen3, gpu = get_model("qwen3-0.6b"), get_gpu("h100")
+    llama_like = qwen3.model_copy(update=dict(architecture="llama", qk_norm=False, name="llama-like"))
+    run = make_run(method=method, micro_batch_size=1, seq_len=256, gradient_checkpointing=False, lora_dropout=0.0)
+
+    def forward_activations(model):
+        return simulate(model, gpu, run).phase_categories["forward"]["activations"]
+
+    per_token_layer = (forward_activations(qwen3) - forward_activations(llama_like)) / (256 * qwen3.num_hidden_layers)
+    assert per_token_layer == qk_norm_saved_per_token(qwen3, run, resolve_dtypes(run, gpu))
