@@ -375,3 +375,10 @@ def test_gemma3_layer_types_set_the_local_global_pattern():
     text = {**GEMMA3_4B["text_config"], "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}
     text.pop("sliding_window_pattern")
     assert spec_from_config(text).sliding_window_pattern == 4
+
+
+def test_unknown_repo_id_says_how_to_plan_it_from_its_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="did you mean: .*llama-3.1-8b-instruct.*pass that path") as info:
+        resolve_model("someone/Llama-3.1-8B-Instruct-abliterated")
+    assert "\n" not in str(info.value)
