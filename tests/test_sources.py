@@ -382,3 +382,10 @@ def test_unknown_repo_id_says_how_to_plan_it_from_its_config(tmp_path, monkeypat
     with pytest.raises(InputError, match="did you mean: .*llama-3.1-8b-instruct.*pass that path") as info:
         resolve_model("someone/Llama-3.1-8B-Instruct-abliterated")
     assert "\n" not in str(info.value)
+
+
+def test_config_without_tie_word_embeddings_takes_transformers_default():
+    """Qwen3Config defaults to untied, Gemma3TextConfig to tied (configuration_*.py, transformers 5.24)."""
+    untied = {k: v for k, v in QWEN3_8B.items() if k != "tie_word_embeddings"}
+    assert spec_from_config(untied).tie_word_embeddings is False
+    assert spec_from_config(GEMMA3_4B).tie_word_embeddings is True

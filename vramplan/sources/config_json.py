@@ -12,7 +12,7 @@ _KNOWN = {
     "mistral": ("mistral", False),
     "mixtral": ("mixtral", False),
     "qwen2": ("qwen2", False),
-    "qwen3": ("qwen3", True),
+    "qwen3": ("qwen3", False),
     "gemma2": ("gemma2", True),
     "gemma3_text": ("gemma3", True),
     "gemma": ("llama", True),  # Gemma 1: llama-shaped layers (GeGLU has the same Linear shapes)
