@@ -389,3 +389,18 @@ def test_config_without_tie_word_embeddings_takes_transformers_default():
     untied = {k: v for k, v in QWEN3_8B.items() if k != "tie_word_embeddings"}
     assert spec_from_config(untied).tie_word_embeddings is False
     assert spec_from_config(GEMMA3_4B).tie_word_embeddings is True
+
+
+def test_gemma3_hub_config_that_omits_class_defaults_reads_as_the_catalog_decoder():
+    """google/gemma-3-4b-it's config.json lists only what differs from Gemma3TextConfig's defaults
+    (vocab 262208, 8 heads, 4 KV heads, head_dim 256, 131072 positions): those defaults apply."""
+    sparse = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+              "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+                              "sliding_window": 1024, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+              "vision_config": {"hidden_size": 1152}}
+    assert same_architecture(spec_from_config(sparse), get_model("gemma-3-4b"))
+
+
+def test_qwen3_config_without_head_dim_keeps_qwen3s_128():
+    no_head_dim = {k: v for k, v in QWEN3_8B.items() if k != "head_dim"}
+    assert spec_from_config({**no_head_dim, "hidden_size": 5120, "num_attention_heads": 64}).head_dim == 128

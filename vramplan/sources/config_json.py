@@ -28,13 +28,23 @@ _MOE_FIELDS = ("num_experts", "n_routed_experts", "moe_intermediate_size", "n_sh
 _WINDOWED = ("gemma2", "gemma3_text", "mistral")
 _QK_NORMED = ("qwen3", "gemma3_text")
 _KNOWN_ROPE = ("default", "linear", "dynamic", "llama3", "yarn", "longrope", "su", "proportional")
+# What transformers' config class fills in when config.json omits a field (configuration_*.py,
+# 5.24): the Hub's Gemma-3 4B/12B/27B text_config leaves out vocab_size, heads and context.
+_CLASS_DEFAULTS = {
+    "gemma3_text": dict(vocab_size=262_208, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                        max_position_embeddings=131_072, sliding_window=4096),
+    "gemma2": dict(head_dim=256, sliding_window=4096),
+    "qwen3": dict(head_dim=128),
+}
+_NESTED_TYPE = {"gemma3": "gemma3_text"}  # multimodal model_type -> its text_config's
 
 
 def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The language-model part of a config; multimodal configs nest it under text_config."""
     nested = cfg.get("text_config")
     if isinstance(nested, dict) and "hidden_size" not in cfg:
-        return {**nested, "quantization_config": cfg.get("quantization_config"),
+        model_type = nested.get("model_type") or _NESTED_TYPE.get(str(cfg.get("model_type")), "")
+        return {**nested, "model_type": model_type, "quantization_config": cfg.get("quantization_config"),
                 "_multimodal_type": cfg.get("model_type")}
     return cfg
 
@@ -99,6 +109,8 @@ def spec_from_config(cfg: Any, name: str = "", origin: str = "config.json") -> M
         raise InputError(origin, "must be a JSON object")
     cfg = _text_config(cfg)
     model_type = str(cfg.get("model_type") or "")
+    defaults = _CLASS_DEFAULTS.get(model_type, {})
+    cfg = {**cfg, **{field: value for field, value in defaults.items() if cfg.get(field) is None}}
     missing = [field for field in _REQUIRED if cfg.get(field) is None]
     if missing:
         raise InputError(origin, f"missing '{missing[0]}' (model_type '{model_type or '?'}')")
