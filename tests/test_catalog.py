@@ -16,6 +16,7 @@ def parameter_count(spec: ModelSpec) -> int:
         for lin in spec.layer_linears()
     )
     per_layer += spec.norms_per_layer * spec.hidden_size
+    per_layer += 2 * spec.head_dim if spec.qk_norm else 0  # q_norm and k_norm, head_dim each
     embeddings = spec.vocab_size * spec.hidden_size * (1 if spec.tie_word_embeddings else 2)
     return spec.num_hidden_layers * per_layer + embeddings + spec.hidden_size
 
@@ -47,7 +48,7 @@ def test_catalog_parameter_counts_match_published(name, expected):
 
 def test_every_catalog_model_validates_and_has_an_hf_id():
     models = list_models()
-    assert len(models) == 23
+    assert len(models) == 68
     for spec in models:
         assert isinstance(spec, ModelSpec)
         assert spec.hf_id and "/" in spec.hf_id
@@ -113,3 +114,102 @@ def test_ambiguous_prefix_lists_candidates(name):
     with pytest.raises(InputError, match="ambiguous model") as info:
         get_model(name)
     assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- pasted names, variants, new families
+
+@pytest.mark.parametrize("pasted, key", [
+    ("meta-llama/Llama-3.1-8B-Instruct", "llama-3.1-8b-instruct"),
+    ("mistralai/Mistral-7B-Instruct-v0.3", "mistral-7b-v0.3-instruct"),
+    ("google/gemma-2-9b-it", "gemma-2-9b-it"),
+    ("META-LLAMA/llama-3.1-8b-instruct", "llama-3.1-8b-instruct"),
+    ("Qwen/Qwen3-8B", "qwen3-8b"),
+    ("qwen/qwen3-8b-base", "qwen3-8b-base"),
+    ("google/gemma-3-27b-it", "gemma-3-27b-it"),
+    ("microsoft/phi-4", "phi-4"),
+    ("mistralai/Mistral-Nemo-Instruct-2407", "mistral-nemo-12b-instruct"),
+    ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.3-70b-instruct"),
+])
+def test_pasted_hf_repo_ids_resolve_case_insensitively(pasted, key):
+    assert get_model(pasted).name == key
+
+
+@pytest.mark.parametrize("base, variant, hf_id", [
+    ("llama-3.1-8b", "llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct"),
+    ("llama-2-7b", "llama-2-7b-chat", "meta-llama/Llama-2-7b-chat-hf"),
+    ("mistral-7b-v0.3", "mistral-7b-instruct-v0.3", "mistralai/Mistral-7B-Instruct-v0.3"),
+    ("gemma-2-9b", "gemma-2-9b-it", "google/gemma-2-9b-it"),
+    ("qwen2.5-7b", "qwen2.5-7b-instruct", "Qwen/Qwen2.5-7B-Instruct"),
+    ("tinyllama-1.1b", "tinyllama-1.1b-chat", "TinyLlama/TinyLlama-1.1B-Chat-v1.0"),
+])
+def test_instruct_variants_are_distinct_models_with_their_own_hf_id(base, variant, hf_id):
+    base_spec, variant_spec = get_model(base), get_model(variant)
+    assert variant_spec.hf_id == hf_id and base_spec.hf_id != hf_id
+    assert variant_spec.name != base_spec.name
+    ignored = {"name", "hf_id"}
+    assert ({k: v for k, v in variant_spec.model_dump().items() if k not in ignored}
+            == {k: v for k, v in base_spec.model_dump().items() if k not in ignored})
+
+
+def test_emit_hf_loads_the_instruct_repository_a_user_pasted():
+    from vramplan.emit_hf import hf_snippet
+    from vramplan.estimate import estimate, make_run
+    from vramplan.gpus import get_gpu
+
+    model, gpu, run = get_model("meta-llama/Llama-3.1-8B-Instruct"), get_gpu("a100"), make_run()
+    snippet = hf_snippet(model, gpu, run, estimate(model, gpu))
+    assert '"meta-llama/Llama-3.1-8B-Instruct"' in snippet and '"meta-llama/Llama-3.1-8B"' not in snippet
+
+
+# Published totals. Qwen3: keras-hub keras_hub/src/models/qwen3/qwen3_presets.py (equal to
+# sum(p.numel()) of the HF models). Gemma-3: keras-hub gemma3_presets.py *_text presets (the text
+# decoder; keras' vocabulary is 262144 rows, HF's 4B/12B/27B text_config 262208, hence "within").
+# Llama-3.3-70B: its model card's 70B = Llama-3.1-70B's 70,553,706,496. Phi-4: 14.7B on its model
+# card. Mistral-Nemo: 12.2B on its model card (safetensors total).
+@pytest.mark.parametrize("name, published", [
+    ("qwen3-0.6b", 596_049_920), ("qwen3-1.7b", 1_720_574_976), ("qwen3-4b", 4_022_468_096),
+    ("qwen3-8b", 8_190_735_360), ("qwen3-14b", 14_768_307_200), ("qwen3-32b", 32_762_123_264),
+    ("gemma-3-1b", 999_885_952), ("gemma-3-4b", 3_880_099_328), ("gemma-3-12b", 11_765_788_416),
+    ("gemma-3-27b", 27_009_002_240),
+    ("llama-3.3-70b-instruct", 70_553_706_496), ("phi-4", 14.7e9), ("mistral-nemo-12b", 12.2e9),
+])
+def test_new_families_parameter_counts_match_published_totals(name, published):
+    from vramplan.memory.parameters import parameter_count as planner_count
+
+    spec = get_model(name)
+    assert abs(planner_count(spec) - published) <= 0.005 * published
+    assert planner_count(spec) == parameter_count(spec)
+
+
+def test_qwen3_and_gemma3_counts_are_exact_with_their_qk_norms():
+    """q_norm and k_norm (head_dim each, per layer) are what separates the planner from the
+    published totals: 28 x 256 parameters for Qwen3-0.6B, 26 x 512 for Gemma-3-1B."""
+    from vramplan.memory.parameters import parameter_count as planner_count
+
+    assert planner_count(get_model("qwen3-0.6b")) == 596_049_920
+    assert planner_count(get_model("gemma-3-1b")) == 999_885_952
+
+
+def test_new_family_architectures_follow_their_configs():
+    qwen3 = get_model("qwen3-4b")
+    assert qwen3.qk_norm and qwen3.head_dim == 128 and qwen3.q_dim != qwen3.hidden_size
+    assert qwen3.tie_word_embeddings and not get_model("qwen3-8b").tie_word_embeddings
+    assert not qwen3.attention_bias
+    gemma3 = get_model("gemma-3-12b")
+    assert gemma3.qk_norm and gemma3.norms_per_layer == 4 and not gemma3.final_logit_softcapping
+    assert gemma3.sliding_window == 1024 and gemma3.sliding_window_layers == 40  # 48 layers, 5:1
+    assert get_model("gemma-3-1b").sliding_window == 512
+    assert any("text decoder" in note for note in gemma3.notes)
+    nemo = get_model("mistral-nemo-12b")
+    assert nemo.head_dim == 128 and nemo.hidden_size // nemo.num_attention_heads == 160
+    phi4 = get_model("phi-4")
+    assert phi4.fused_qkv and phi4.num_key_value_heads == 10
+
+
+def test_a_variant_that_is_not_an_hf_id_is_rejected(monkeypatch):
+    import vramplan.catalog as catalog
+
+    tables = {"m": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "vocab_size": 100, "variants": {"instruct": 3}}}
+    with pytest.raises(InputError, match=r"\[m\]\.variants\.instruct"):
+        catalog._expand_variants(tables)

@@ -25,7 +25,7 @@ SPEC_FIELDS = (
     "architecture", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "vocab_size", "tie_word_embeddings", "num_local_experts",
     "num_experts_per_tok", "attention_bias", "fused_qkv", "fused_gate_up", "norms_per_layer",
-    "final_logit_softcapping", "max_position_embeddings",
+    "final_logit_softcapping", "max_position_embeddings", "qk_norm", "sliding_window", "sliding_window_pattern",
 )
 
 
@@ -37,7 +37,7 @@ def config_of(key: str) -> dict:
     """A config.json as transformers writes it, rebuilt from a catalog entry."""
     spec = get_model(key)
     model_type = {"gemma2": "gemma2", "phi3": "phi3", "qwen2": "qwen2", "mixtral": "mixtral",
-                  "mistral": "mistral"}.get(spec.architecture, "llama")
+                  "mistral": "mistral", "qwen3": "qwen3", "gemma3": "gemma3_text"}.get(spec.architecture, "llama")
     cfg = {f: getattr(spec, f) for f in ("hidden_size", "intermediate_size", "num_hidden_layers",
                                          "num_attention_heads", "num_key_value_heads", "head_dim",
                                          "vocab_size", "tie_word_embeddings", "max_position_embeddings")}
@@ -46,13 +46,19 @@ def config_of(key: str) -> dict:
         cfg.update(num_local_experts=spec.num_local_experts, num_experts_per_tok=spec.num_experts_per_tok)
     if model_type == "gemma2":
         cfg["final_logit_softcapping"] = 30.0
+    if spec.sliding_window:
+        cfg["sliding_window"] = spec.sliding_window
+        if spec.sliding_window_pattern:
+            cfg["sliding_window_pattern"] = spec.sliding_window_pattern
     return cfg
 
 
 # ---------------------------------------------------------------- config.json
 
 @pytest.mark.parametrize("key", ["llama-2-7b", "llama-3.2-1b", "mistral-7b-v0.3", "mixtral-8x7b",
-                                 "qwen2.5-7b", "gemma-2-9b", "phi-3-mini-4k", "tinyllama-1.1b"])
+                                 "qwen2.5-7b", "gemma-2-9b", "phi-3-mini-4k", "tinyllama-1.1b",
+                                 "mistral-7b-v0.1", "qwen3-0.6b", "qwen3-32b", "gemma-3-1b", "gemma-3-27b",
+                                 "phi-4", "mistral-nemo-12b"])
 def test_config_json_gives_the_catalog_architecture(key):
     assert same_architecture(spec_from_config(config_of(key), name=key), get_model(key))
 
@@ -302,3 +308,99 @@ def test_repo_id_not_in_cache_falls_back_to_catalog(tmp_path, monkeypatch):
     assert resolve_model("7b").name == "llama-2-7b"
     with pytest.raises(InputError, match="did you mean"):
         resolve_model("someone/llama-2-7bb")
+
+
+# ---------------------------------------------------------------- architectures the planner does not know
+
+def test_unknown_model_type_gets_a_note_saying_what_was_assumed():
+    from vramplan.estimate import estimate
+
+    spec = spec_from_config({**LLAMA_2_7B, "model_type": "yi"})
+    assert any("'yi' is not modelled: planned as llama-shaped" in note for note in spec.notes)
+    assert any("'yi' is not modelled" in note for note in estimate(spec, "a100").notes)
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"model_type": "deepseek_v2", "kv_lora_rank": 512, "q_lora_rank": None}, "latent attention (MLA"),
+    ({"model_type": "starcoder3", "sliding_window": 4096}, "sliding_window 4096 is not modelled"),
+    ({"model_type": "llama", "head_dim": 96}, "head_dim 96 is not hidden_size / num_attention_heads"),
+    ({"model_type": "olmo3", "qk_layernorm": True}, "q/k normalization is not modelled"),
+    ({"model_type": "qwen2_moe", "num_experts": 60, "moe_intermediate_size": 1408}, "mixture-of-experts"),
+    ({"model_type": "llama", "rope_scaling": {"rope_type": "mrope2"}}, "rope_type 'mrope2' is not known"),
+    ({"model_type": "cohere3", "attn_logit_softcapping": 50.0}, "attn_logit_softcapping is modelled for Gemma-2"),
+    ({"model_type": "llama4_text", "attention_chunk_size": 8192}, "chunked attention"),
+    ({"model_type": "qwen2", "sliding_window": 32768, "use_sliding_window": True}, "sliding_window 32768"),
+])
+def test_unmodelled_config_fields_get_a_note(fields, expected):
+    spec = spec_from_config({**LLAMA_2_7B, **fields})
+    assert any(expected in note for note in spec.notes), spec.notes
+
+
+def test_a_fully_modelled_config_gets_no_assumption_note():
+    assert spec_from_config(LLAMA_2_7B).notes == ()
+    assert spec_from_config(config_of("qwen2.5-7b")).notes == ()
+
+
+QWEN3_8B = {  # Qwen/Qwen3-8B config.json (fields the planner reads)
+    "model_type": "qwen3", "hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "vocab_size": 151936,
+    "tie_word_embeddings": False, "max_position_embeddings": 40960, "attention_bias": False,
+    "sliding_window": None, "use_sliding_window": False,
+}
+GEMMA3_4B = {  # google/gemma-3-4b-pt config.json: multimodal, the decoder under text_config
+    "model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+    "text_config": {"model_type": "gemma3_text", "hidden_size": 2560, "intermediate_size": 10240,
+                    "num_hidden_layers": 34, "num_attention_heads": 8, "num_key_value_heads": 4,
+                    "head_dim": 256, "vocab_size": 262208, "sliding_window": 1024,
+                    "sliding_window_pattern": 6, "final_logit_softcapping": None,
+                    "max_position_embeddings": 131072},
+    "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 1152},
+}
+
+
+def test_qwen3_config_reads_qk_norms_and_head_dim():
+    spec = spec_from_config(QWEN3_8B)
+    assert same_architecture(spec, get_model("qwen3-8b")) and spec.qk_norm and spec.notes == ()
+
+
+def test_gemma3_multimodal_config_plans_the_text_decoder_and_says_so():
+    spec = spec_from_config(GEMMA3_4B)
+    catalog = get_model("gemma-3-4b")
+    assert same_architecture(spec, catalog)
+    assert (spec.qk_norm, spec.sliding_window, spec.sliding_window_layers) == (True, 1024, 29)
+    assert any("multimodal" in note and "text decoder" in note for note in spec.notes)
+
+
+def test_gemma3_layer_types_set_the_local_global_pattern():
+    text = {**GEMMA3_4B["text_config"], "layer_types": ["sliding_attention"] * 3 + ["full_attention"]}
+    text.pop("sliding_window_pattern")
+    assert spec_from_config(text).sliding_window_pattern == 4
+
+
+def test_unknown_repo_id_says_how_to_plan_it_from_its_config(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(InputError, match="did you mean: .*llama-3.1-8b-instruct.*pass that path") as info:
+        resolve_model("someone/Llama-3.1-8B-Instruct-abliterated")
+    assert "\n" not in str(info.value)
+
+
+def test_config_without_tie_word_embeddings_takes_transformers_default():
+    """Qwen3Config defaults to untied, Gemma3TextConfig to tied (configuration_*.py, transformers 5.24)."""
+    untied = {k: v for k, v in QWEN3_8B.items() if k != "tie_word_embeddings"}
+    assert spec_from_config(untied).tie_word_embeddings is False
+    assert spec_from_config(GEMMA3_4B).tie_word_embeddings is True
+
+
+def test_gemma3_hub_config_that_omits_class_defaults_reads_as_the_catalog_decoder():
+    """google/gemma-3-4b-it's config.json lists only what differs from Gemma3TextConfig's defaults
+    (vocab 262208, 8 heads, 4 KV heads, head_dim 256, 131072 positions): those defaults apply."""
+    sparse = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"],
+              "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "num_hidden_layers": 34,
+                              "sliding_window": 1024, "rope_scaling": {"factor": 8.0, "rope_type": "linear"}},
+              "vision_config": {"hidden_size": 1152}}
+    assert same_architecture(spec_from_config(sparse), get_model("gemma-3-4b"))
+
+
+def test_qwen3_config_without_head_dim_keeps_qwen3s_128():
+    no_head_dim = {k: v for k, v in QWEN3_8B.items() if k != "head_dim"}
+    assert spec_from_config({**no_head_dim, "hidden_size": 5120, "num_attention_heads": 64}).head_dim == 128

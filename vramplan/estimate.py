@@ -63,6 +63,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
 def _notes(model, gpu, run, dtypes, required, paged, capacity):
     if gpu.size_reading:
         yield gpu.size_reading
+    yield from model.notes  # what the model's source assumed (unknown architecture fields)
     if run.compute_dtype is None and not gpu.bf16:
         yield f"{gpu.name} has no bf16: computing in fp16 (set --compute-dtype to override)"
     if paged:

@@ -28,7 +28,14 @@ def resolve_model(text: str) -> ModelSpec:
         raise InputError("model", "give a catalog name, a config.json, a model folder or an HF repo id")
     local = resolve_local(text)
     if not local:
-        return get_model(text)
+        try:
+            return get_model(text)
+        except InputError as exc:
+            if "/" not in text or not exc.message.startswith("unknown"):
+                raise
+            # a repo id that is neither cached nor in the catalog: say how to plan it anyway
+            raise InputError("model", f"{exc.message}; '{text}' is not in the local HF cache either: "
+                                      "download its config.json and pass that path") from None
     return local.spec.model_copy(update={
         "stored_weight_format": local.weight_format or "",
         "checkpoint_parameters": local.parameter_count or 0,

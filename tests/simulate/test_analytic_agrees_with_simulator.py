@@ -1,6 +1,6 @@
 """The analytic model (fast path) and the trace simulator (check) agree within 3% per phase.
 
-Every catalog model gets two points of a grid that covers micro-batch, sequence length,
+Every catalog architecture (variants share their base's) gets two points of a grid that covers micro-batch, sequence length,
 LoRA rank, gradient checkpointing, the method (qlora/lora/full/inference) and eager
 attention; the points rotate through the models so the whole catalog costs ~30 s.
 A failure names the phase and the categories (live set at the phase's peak) that differ.
@@ -28,8 +28,22 @@ GRID = [
 ]
 # Real disagreements not resolved yet: (model, grid index) -> the measured gap.
 KNOWN_GAPS: dict[tuple[str, int], str] = {}
+
+
+def _architectures():
+    """Catalog models with distinct architecture numbers: a variant (instruct, chat, base) has its
+    base model's numbers and only its own hf_id, so simulating it again would check nothing new."""
+    seen, models = set(), []
+    for model in list_models():
+        numbers = tuple(sorted(model.model_dump(exclude={"name", "hf_id", "source", "notes"}).items()))
+        if numbers not in seen:
+            seen.add(numbers)
+            models.append(model)
+    return models
+
+
 CASES = [(model, GRID[(2 * index + k) % len(GRID)])
-         for index, model in enumerate(list_models()) for k in range(2)]
+         for index, model in enumerate(_architectures()) for k in range(2)]
 
 
 def _case_id(case):
@@ -86,3 +100,37 @@ def test_mixtral_linear_experts_layout_is_simulated():
     from vramplan.catalog import get_model
 
     _assert_agrees(compare(get_model("mixtral-8x7b"), get_gpu("h200"), make_run(moe_experts="linear")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, seq_len", [("gemma-3-1b", 1024), ("mistral-7b-v0.1", 4608)])
+def test_sliding_window_kv_cache_matches_simulated(name, seq_len):
+    """Past the window the sliding-window layers' cache stops growing (transformers'
+    StaticSlidingWindowLayer), Gemma-3's 1-in-6 global layers' does not."""
+    from vramplan.catalog import get_model
+
+    fields = dict(method="inference", micro_batch_size=1, seq_len=seq_len, max_new_tokens=64)
+    comparisons = compare(get_model(name), get_gpu("h100"), make_run(**fields))
+    _assert_agrees(comparisons)
+    for c in comparisons:
+        assert c.analytic_categories["kv_cache"] == c.simulated_categories["kv_cache"], c.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["qlora", "full"])
+def test_qk_norm_saves_equal_what_the_simulator_adds_over_the_same_model_without_them(method):
+    """Qwen3 minus a llama with the same numbers, per token and layer, is the q/k RMSNorms' saved set."""
+    from vramplan.catalog import get_model
+    from vramplan.memory.activations import qk_norm_saved_per_token
+    from vramplan.memory.dtypes import resolve_dtypes
+    from vramplan.simulate import simulate
+
+    qwen3, gpu = get_model("qwen3-0.6b"), get_gpu("h100")
+    llama_like = qwen3.model_copy(update=dict(architecture="llama", qk_norm=False, name="llama-like"))
+    run = make_run(method=method, micro_batch_size=1, seq_len=256, gradient_checkpointing=False, lora_dropout=0.0)
+
+    def forward_activations(model):
+        return simulate(model, gpu, run).phase_categories["forward"]["activations"]
+
+    per_token_layer = (forward_activations(qwen3) - forward_activations(llama_like)) / (256 * qwen3.num_hidden_layers)
+    assert per_token_layer == qk_norm_saved_per_token(qwen3, run, resolve_dtypes(run, gpu))

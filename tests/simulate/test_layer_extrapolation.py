@@ -50,3 +50,21 @@ def test_a_70b_config_simulates_well_under_a_minute():
     assert result.peak_bytes > 40 * 2**30
     assert set(result.categories_at_peak) >= {"quantized_weights", "quant_state", "lora_adapters",
                                               "optimizer_state", "activations"}
+
+
+@pytest.mark.parametrize("fields", [
+    dict(method="inference", seq_len=96, max_new_tokens=8),
+    dict(method="inference", seq_len=96, max_new_tokens=8, attention="eager"),
+    dict(seq_len=96, gradient_checkpointing=False, attention="eager"),
+])
+def test_extrapolation_of_gemma3_local_and_global_layers_equals_a_full_depth_simulation(fields):
+    """Gemma-3 has 5 local layers to 1 global: 2 and 3 layers of the default pattern would all be
+    local, so the windowed KV cache of 13 layers (11 local, 2 global) needs one step of each type."""
+    small_gemma3 = get_model("gemma-3-1b").model_copy(update=dict(
+        name="small-gemma3", hidden_size=256, intermediate_size=512, num_hidden_layers=13,
+        num_attention_heads=4, num_key_value_heads=1, head_dim=64, vocab_size=1000, sliding_window=32))
+    gpu, run = get_gpu("h100"), make_run(**fields)
+    extrapolated = simulate(small_gemma3, gpu, run)
+    direct = _simulate_layers(small_gemma3, gpu, run, resolve_dtypes(run, gpu), small_gemma3.num_hidden_layers)
+    assert extrapolated.phase_peaks == direct.phase_peaks
+    assert extrapolated.phase_categories == direct.phase_categories

@@ -2,7 +2,13 @@
 
 Names match case-insensitively and ignore '-', '_', '.' and spaces, so
 `Llama-3.1-8B`, `llama_3_1_8b` and `LLAMA-3.1-8b` are one name. Every model answers to
-its catalog key, its `aliases`, its `hf_id` and the part of `hf_id` after the '/'.
+its catalog key, its `aliases`, its `hf_id` (as pasted from the Hub, `org/` prefix and all)
+and the part of `hf_id` after the '/'.
+
+A table's `variants` (e.g. `{ instruct = "meta-llama/Llama-3.1-8B-Instruct" }`) become models
+of their own, `<key>-<suffix>`, with the same architecture numbers and their own `hf_id`, so an
+instruct model plans and emits its own repository. A variant is an HF id, or a table
+`{ hf_id = "...", aliases = [...] }`.
 """
 from __future__ import annotations
 
@@ -56,8 +62,7 @@ def _catalog() -> tuple[dict[str, ModelSpec], dict[str, list[str]], dict[str, st
     models: dict[str, ModelSpec] = {}
     aliases: dict[str, list[str]] = {}
     index: dict[str, str] = {}
-    for key, table in tables.items():
-        fields = dict(table)
+    for key, fields in _expand_variants(tables):
         names = [key, *fields.pop("aliases", [])]
         try:
             spec = ModelSpec(name=key, source="catalog", **fields)
@@ -71,8 +76,28 @@ def _catalog() -> tuple[dict[str, ModelSpec], dict[str, list[str]], dict[str, st
             if owner != key:
                 raise InputError("models.toml", f"name '{alias}' is used by both {owner} and {key}")
         models[key] = spec
-        aliases[key] = _unique(names[1:])
+        aliases[key] = _unique(n for n in names[1:] if normalize_name(n) != normalize_name(key))
     return models, aliases, index
+
+
+def _expand_variants(tables: dict) -> list[tuple[str, dict]]:
+    """(key, fields) per model: every table, then each of its `variants` right after it."""
+    entries = []
+    for key, table in tables.items():
+        fields = dict(table)
+        variants = fields.pop("variants", {})
+        entries.append((key, fields))
+        if not isinstance(variants, dict):
+            raise InputError("models.toml", f"[{key}].variants must be a table of suffix = hf_id")
+        for suffix, variant in variants.items():
+            variant = {"hf_id": variant} if isinstance(variant, str) else variant
+            if (not isinstance(variant, dict) or not isinstance(variant.get("hf_id"), str)
+                    or set(variant) - {"hf_id", "aliases"}):
+                raise InputError("models.toml", f"[{key}].variants.{suffix}: give an hf_id string "
+                                                f"or {{ hf_id = ..., aliases = [...] }}")
+            base = {name: value for name, value in fields.items() if name != "aliases"}
+            entries.append((f"{key}-{suffix}", {**base, **variant}))
+    return entries
 
 
 def get_model(name: str) -> ModelSpec:

@@ -62,7 +62,7 @@ def effective_attention(model, run) -> str:
 def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
     """Bytes one decoder layer saves for backward per token, by part (no checkpointing).
 
-    Returns a dict: attention_norm, qkv_inputs, attention_core, o_proj_input, mlp_norm,
+    Returns a dict: attention_norm, qkv_inputs, attention_core, qk_norm, o_proj_input, mlp_norm,
     mlp_inputs, mlp_intermediate. `seq_len` enters only through eager attention's s^2 term.
     """
     rank = run.lora_rank if rank is None else rank
@@ -95,6 +95,7 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
         parts["attention_core"] = 3 * c * q + probs
     else:
         parts["attention_core"] = c * (q + 2 * kv) + c * q + 4 * heads
+    parts["qk_norm"] = qk_norm_saved_per_token(model, run, dtypes)
     parts["o_proj_input"] = group(("o_proj",), q, c)
     parts["mlp_norm"] = norm * mlp_norms
 
@@ -114,6 +115,23 @@ def saved_bytes_per_token(model, run, dtypes: RunDtypes, seq_len, rank=None):
         parts["mlp_inputs"] = group(names, h, norm_out)
         parts["mlp_intermediate"] = 3 * gate_out * i + group(("down_proj",), i, gate_out)
     return parts
+
+
+def qk_norm_saved_per_token(model, run, dtypes: RunDtypes):
+    """Bytes per token the per-head q and k RMSNorms save (Qwen3, Gemma-3; 0 for other models).
+
+    Both compute in fp32 (Qwen3RMSNorm, Gemma3RMSNorm): `pow` and the multiply by rsqrt save the fp32
+    projection output (4 x (q + kv)) and rstd (4 per head); the weight multiply saves its other
+    operand only when the weight trains (full fine-tuning): Qwen3 the normalized values cast back to
+    the compute dtype (c), Gemma-3 the fp32 ones before `(1 + weight)` (4).
+    """
+    if not model.qk_norm:
+        return 0
+    q_and_k = model.q_dim + model.kv_dim
+    saved = 4 * q_and_k + 4 * (model.num_attention_heads + model.num_key_value_heads)
+    if run.method == "full":
+        saved += (4 if model.architecture == "gemma3" else DTYPE_BYTES[dtypes.compute]) * q_and_k
+    return saved
 
 
 def fused_expert_saved_per_token(model, run, dtypes: RunDtypes):
@@ -285,9 +303,9 @@ def checkpoint_bytes_per_token(model, dtypes: RunDtypes):
 
 
 def attention_mask_kinds(model) -> int:
-    """4-D masks eager attention builds per forward: Gemma-2 alternates sliding-window and global
-    layers and `Gemma2Model.forward` builds one mask of each (transformers/models/gemma2)."""
-    return 2 if model.architecture == "gemma2" else 1
+    """4-D masks eager attention builds per forward: Gemma-2/3 alternate sliding-window and global
+    layers and `Gemma2Model.forward` / `Gemma3TextModel.forward` build one mask of each."""
+    return 2 if model.architecture in ("gemma2", "gemma3") else 1
 
 
 def inference_transient_per_token(model, dtypes: RunDtypes, run=None, seq_len=None, total_tokens=None):

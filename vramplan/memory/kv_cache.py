@@ -1,16 +1,29 @@
 """KV cache for inference, GQA-aware.
 
 bytes = 2 (K and V) x layers x batch x tokens x num_key_value_heads x head_dim x dtype
-bytes (Pope et al. 2022, "Efficiently Scaling Transformer Inference", §2). transformers'
+bytes (Pope et al. 2022, "Efficiently Scaling Transformer Inference", §2); sliding-window layers
+(Gemma-2/3, Mistral-7B-v0.1) hold at most their window (`cached_layer_tokens`). transformers'
 DynamicCache grows by `torch.cat`, so each step briefly holds one layer's old and new K.
 """
 from __future__ import annotations
 
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
+from vramplan.memory.xp import maximum
+
+
+def cached_layer_tokens(model, total_tokens):
+    """Tokens held per sequence, summed over layers: global layers keep all `total_tokens`, sliding-window
+    layers min(window, total_tokens) - transformers' StaticSlidingWindowLayer allocates
+    min(sliding_window, max_cache_len) (cache_utils.py; DynamicSlidingWindowLayer keeps window - 1)."""
+    local = model.sliding_window_layers
+    if not local:
+        return model.num_hidden_layers * total_tokens
+    window_tokens = total_tokens - maximum(total_tokens - model.sliding_window, 0)  # min(), arrays too
+    return (model.num_hidden_layers - local) * total_tokens + local * window_tokens
 
 
 def kv_cache_bytes(model, dtypes: RunDtypes, micro_batch_size, total_tokens):
-    return (2 * model.num_hidden_layers * micro_batch_size * total_tokens
+    return (2 * micro_batch_size * cached_layer_tokens(model, total_tokens)
             * model.kv_dim * DTYPE_BYTES[dtypes.kv_cache])
 
 

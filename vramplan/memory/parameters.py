@@ -66,6 +66,14 @@ def norm_groups(model: ModelSpec) -> list[TensorGroup]:
     return [TensorGroup("norm.weight", model.hidden_size, 1, per_layer + 1, ndim=1)]
 
 
+def qk_norm_groups(model: ModelSpec) -> list[TensorGroup]:
+    """Per-head q and k RMSNorm weights (head_dim each), two per layer where the model has them:
+    `Qwen3Attention.q_norm/k_norm`, `Gemma3Attention.q_norm/k_norm` (transformers modeling files)."""
+    if not model.qk_norm:
+        return []
+    return [TensorGroup("qk_norm.weight", model.head_dim, 1, 2 * model.num_hidden_layers, ndim=1)]
+
+
 def embedding_groups(model: ModelSpec) -> list[TensorGroup]:
     """Token embedding, and the lm_head unless tied to it."""
     groups = [TensorGroup("embed_tokens.weight", model.vocab_size, model.hidden_size, 1)]
@@ -77,7 +85,7 @@ def embedding_groups(model: ModelSpec) -> list[TensorGroup]:
 def unquantized_groups(model: ModelSpec, moe_experts: str = "linear") -> list[TensorGroup]:
     """What bitsandbytes leaves in a float dtype: embeddings, lm_head, norms, biases, and with
     fused MoE experts (transformers >= 5) the router and the experts themselves."""
-    return (embedding_groups(model) + norm_groups(model) + linear_bias_groups(model, moe_experts)
+    return (embedding_groups(model) + norm_groups(model) + qk_norm_groups(model) + linear_bias_groups(model, moe_experts)
             + fused_expert_groups(model, moe_experts))
 
 

@@ -34,8 +34,9 @@ SIM_ATTENTION = "vramplan_cuda_sdpa"
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def hf_config(model, num_layers: int | None = None):
-    """The transformers config of `model` (a ModelSpec), optionally with fewer layers."""
+def hf_config(model, num_layers: int | None = None, layer_types: list[str] | None = None):
+    """The transformers config of `model` (a ModelSpec), optionally with fewer layers and, for the
+    models that alternate sliding-window and global layers (Gemma-2/3), explicit `layer_types`."""
     import transformers as tf
 
     layers = num_layers or model.num_hidden_layers
@@ -51,15 +52,24 @@ def hf_config(model, num_layers: int | None = None):
     if arch == "llama":
         return tf.LlamaConfig(**common, head_dim=model.head_dim, attention_bias=model.attention_bias)
     if arch == "mistral":
-        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=None)
+        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=model.sliding_window or None)
     if arch == "mixtral":
         return tf.MixtralConfig(**common, head_dim=model.head_dim, num_local_experts=model.num_local_experts,
                                 num_experts_per_tok=model.num_experts_per_tok, sliding_window=None)
     if arch == "qwen2":
         return tf.Qwen2Config(**common, use_sliding_window=False)
+    if arch == "qwen3":
+        return tf.Qwen3Config(**common, head_dim=model.head_dim, attention_bias=model.attention_bias,
+                              use_sliding_window=False)
     if arch == "gemma2":
         return tf.Gemma2Config(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                               sliding_window=model.sliding_window or 4096, layer_types=layer_types,
                                final_logit_softcapping=30.0 if model.final_logit_softcapping else None)
+    if arch == "gemma3":  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
+        return tf.Gemma3TextConfig(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                                   sliding_window=model.sliding_window or 4096,
+                                   sliding_window_pattern=model.sliding_window_pattern or 6, layer_types=layer_types,
+                                   final_logit_softcapping=None, attn_logit_softcapping=None)
     if arch == "phi3":
         return tf.Phi3Config(**common)
     raise InputError("model", f"the simulator does not know architecture {arch!r}")
@@ -148,12 +158,12 @@ def register_flash_attention() -> None:
     AttentionMaskInterface.register(SIM_ATTENTION, _no_mask)
 
 
-def build_model(model_spec, num_layers: int, run, dtypes):
+def build_model(model_spec, num_layers: int, run, dtypes, layer_types: list[str] | None = None):
     """The HF causal LM with `num_layers` layers, parameters in the run's float dtype, on the current (fake) mode."""
     from transformers import AutoModelForCausalLM
 
     register_flash_attention()
-    config = hf_config(model_spec, num_layers)
+    config = hf_config(model_spec, num_layers, layer_types)
     from vramplan.memory.activations import effective_attention
 
     # Gemma-2 has no SDPA path in transformers: "sdpa" runs eager there, as on a GPU

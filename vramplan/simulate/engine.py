@@ -73,8 +73,12 @@ def simulate(model_spec, gpu_spec, run) -> SimulationResult:
     _check_supported(model_spec, run, dtypes)
     layers = model_spec.num_hidden_layers
     first = 2  # layer 1 is special (see Scale above): extrapolate from 2 and 3 layers
+    local = model_spec.sliding_window_layers
     if layers <= first + 1:
         raw, simulated, per_layer = _simulate_layers(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
+    elif 0 < local < layers:  # local and global layers differ (KV cache, masks): one step of each
+        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local)
+        simulated = (2, 3)
     else:
         one = _simulate_layers(model_spec, gpu_spec, run, dtypes, first)
         two = _simulate_layers(model_spec, gpu_spec, run, dtypes, first + 1)
@@ -85,6 +89,29 @@ def simulate(model_spec, gpu_spec, run) -> SimulationResult:
         model=model_spec.name, gpu=gpu_spec.name, peak_bytes=raw.phase_peaks[peak_phase], peak_phase=peak_phase,
         phase_peaks=raw.phase_peaks, phase_categories=raw.phase_categories, paged_optimizer_bytes=raw.paged,
         layers_simulated=simulated, per_layer_bytes=per_layer, seconds=time.perf_counter() - started)
+
+
+def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int):
+    """Sliding-window and global layers (Gemma-2/3) extrapolated separately: from [local, global]
+    one step of each, x = x(2) + (local - 1) (x(+local) - x(2)) + (global - 1) (x(+global) - x(2)).
+    Two and three layers of the default pattern would all be local for Gemma-3 (5 local : 1 global)."""
+    base_types = ["sliding_attention", "full_attention"]
+    base = _simulate_layers(model_spec, gpu_spec, run, dtypes, 2, base_types)
+    plus_local = _simulate_layers(model_spec, gpu_spec, run, dtypes, 3, base_types + ["sliding_attention"])
+    plus_global = _simulate_layers(model_spec, gpu_spec, run, dtypes, 3, base_types + ["full_attention"])
+
+    def line(a: int, b: int, c: int) -> int:
+        return a + (local - 1) * (b - a) + (global_ - 1) * (c - a)
+
+    peaks = {phase: line(base.phase_peaks[phase], plus_local.phase_peaks[phase], plus_global.phase_peaks[phase])
+             for phase in base.phase_peaks}
+    categories = {}
+    for phase, named in base.phase_categories.items():
+        names = set(named) | set(plus_local.phase_categories[phase]) | set(plus_global.phase_categories[phase])
+        categories[phase] = {name: line(named.get(name, 0), plus_local.phase_categories[phase].get(name, 0),
+                                        plus_global.phase_categories[phase].get(name, 0)) for name in sorted(names)}
+    per_layer = {phase: plus_local.phase_peaks[phase] - base.phase_peaks[phase] for phase in base.phase_peaks}
+    return _Raw(peaks, categories, line(base.paged, plus_local.paged, plus_global.paged)), per_layer
 
 
 def _extrapolate(one: _Raw, two: _Raw, layers: int, first: int = 1) -> _Raw:
@@ -114,9 +141,9 @@ def _check_supported(model_spec, run, dtypes) -> None:
         raise InputError("kv_cache_dtype", "the simulator runs bf16/fp16/fp32 KV caches only")
 
 
-def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int) -> _Raw:
+def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types=None) -> _Raw:
     with FakeTensorMode(), arch.cuda_like_kernels(), _no_grad_unless(run.trains):
-        hf_model = arch.build_model(model_spec, layers, run, dtypes)
+        hf_model = arch.build_model(model_spec, layers, run, dtypes, layer_types)
         lora_names = set()
         if run.uses_lora:
             lora_names = {lin.name for lin in targeted_linears(model_spec, run.lora_targets, dtypes.moe_experts)}

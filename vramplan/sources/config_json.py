@@ -12,19 +12,95 @@ _KNOWN = {
     "mistral": ("mistral", False),
     "mixtral": ("mixtral", False),
     "qwen2": ("qwen2", False),
+    "qwen3": ("qwen3", False),
     "gemma2": ("gemma2", True),
+    "gemma3_text": ("gemma3", True),
     "gemma": ("llama", True),  # Gemma 1: llama-shaped layers (GeGLU has the same Linear shapes)
     "phi3": ("phi3", False),
 }
 _REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
 
 
+# Fields whose memory effect the planner does not model, by what it assumes instead.
+_MLA_FIELDS = ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+_MOE_FIELDS = ("num_experts", "n_routed_experts", "moe_intermediate_size", "n_shared_experts")
+# Windows modelled: Gemma's alternating local/global layers, Mistral's window on every layer
+_WINDOWED = ("gemma2", "gemma3_text", "mistral")
+_QK_NORMED = ("qwen3", "gemma3_text")
+_KNOWN_ROPE = ("default", "linear", "dynamic", "llama3", "yarn", "longrope", "su", "proportional")
+# What transformers' config class fills in when config.json omits a field (configuration_*.py,
+# 5.24): the Hub's Gemma-3 4B/12B/27B text_config leaves out vocab_size, heads and context.
+_CLASS_DEFAULTS = {
+    "gemma3_text": dict(vocab_size=262_208, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                        max_position_embeddings=131_072, sliding_window=4096),
+    "gemma2": dict(head_dim=256, sliding_window=4096),
+    "qwen3": dict(head_dim=128),
+}
+_NESTED_TYPE = {"gemma3": "gemma3_text"}  # multimodal model_type -> its text_config's
+
+
 def _text_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The language-model part of a config; multimodal configs nest it under text_config."""
     nested = cfg.get("text_config")
     if isinstance(nested, dict) and "hidden_size" not in cfg:
-        return {**nested, "quantization_config": cfg.get("quantization_config")}
+        model_type = nested.get("model_type") or _NESTED_TYPE.get(str(cfg.get("model_type")), "")
+        return {**nested, "model_type": model_type, "quantization_config": cfg.get("quantization_config"),
+                "_multimodal_type": cfg.get("model_type")}
     return cfg
+
+
+def _window_pattern(cfg: dict[str, Any], model_type: str) -> int:
+    """Every Nth layer global: from `layer_types` when the config lists them, else transformers'
+    defaults (Gemma2Config: every 2nd, Gemma3TextConfig: `sliding_window_pattern`, 6)."""
+    types = cfg.get("layer_types")
+    if isinstance(types, list) and "full_attention" in types:
+        return types.index("full_attention") + 1
+    if model_type == "gemma2":
+        return 2
+    return int(cfg.get("sliding_window_pattern") or 6)
+
+
+def assumption_notes(cfg: dict[str, Any], model_type: str, head_dim: int) -> list[str]:
+    """What the plan assumes for fields of `cfg` it does not model (MLA, MoE, windows, q/k norms,
+    head_dim), one sentence each; [] for a config the planner models fully."""
+    notes = []
+    label = f"model_type '{model_type or '?'}'"
+    if model_type not in _KNOWN:
+        notes.append(f"{label} is not modelled: planned as llama-shaped layers (q/k/v/o projections, "
+                     "gated MLP, 2 RMSNorms per layer)")
+    if any(cfg.get(field) for field in _MLA_FIELDS):
+        notes.append(f"{label}: latent attention (MLA: kv_lora_rank, ...) is not modelled: planned as "
+                     f"standard attention with {cfg.get('num_key_value_heads') or cfg['num_attention_heads']} "
+                     "KV heads, so weights and KV cache may be overstated")
+    if model_type != "mixtral" and any(cfg.get(field) for field in _MOE_FIELDS):
+        notes.append(f"{label}: mixture-of-experts fields ({', '.join(f for f in _MOE_FIELDS if cfg.get(f))}) "
+                     "are not modelled: planned as one dense MLP of intermediate_size")
+    window = cfg.get("sliding_window")
+    if window and model_type not in _WINDOWED and cfg.get("use_sliding_window") is not False:
+        notes.append(f"{label}: sliding_window {window} is not modelled: KV cache and attention "
+                     "planned over every token in every layer")
+    if model_type not in _QK_NORMED and (cfg.get("qk_layernorm") or cfg.get("use_qk_norm")):
+        notes.append(f"{label}: q/k normalization is not modelled (its weights and saved activations "
+                     "are missing from the plan)")
+    if model_type in ("llama", "mistral", "mixtral") or model_type not in _KNOWN:
+        if head_dim and head_dim * cfg["num_attention_heads"] != cfg["hidden_size"]:
+            notes.append(f"head_dim {head_dim} is not hidden_size / num_attention_heads "
+                         f"({cfg['hidden_size']} / {cfg['num_attention_heads']}): q/o projections and "
+                         f"KV cache planned with head_dim {head_dim}")
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    rope_type = str(rope.get("rope_type") or rope.get("type") or "") if isinstance(rope, dict) else ""
+    if rope_type and rope_type not in _KNOWN_ROPE:
+        notes.append(f"rope_type '{rope_type}' is not known: planned as standard RoPE (cos/sin tables only)")
+    if cfg.get("attn_logit_softcapping") and model_type != "gemma2":
+        notes.append(f"{label}: attn_logit_softcapping is modelled for Gemma-2 only: planned with the "
+                     "attention implementation asked for (transformers may need eager, which saves s^2 scores)")
+    if cfg.get("attention_chunk_size"):
+        notes.append(f"{label}: chunked attention (attention_chunk_size {cfg['attention_chunk_size']}) is not "
+                     "modelled: KV cache planned over every token")
+    if cfg.get("_multimodal_type"):
+        notes.append(f"'{cfg['_multimodal_type']}' is multimodal: planned is its text decoder (text_config); "
+                     "the vision tower and image tokens are not")
+    return notes
 
 
 def spec_from_config(cfg: Any, name: str = "", origin: str = "config.json") -> ModelSpec:
@@ -33,6 +109,8 @@ def spec_from_config(cfg: Any, name: str = "", origin: str = "config.json") -> M
         raise InputError(origin, "must be a JSON object")
     cfg = _text_config(cfg)
     model_type = str(cfg.get("model_type") or "")
+    defaults = _CLASS_DEFAULTS.get(model_type, {})
+    cfg = {**cfg, **{field: value for field, value in defaults.items() if cfg.get(field) is None}}
     missing = [field for field in _REQUIRED if cfg.get(field) is None]
     if missing:
         raise InputError(origin, f"missing '{missing[0]}' (model_type '{model_type or '?'}')")
@@ -52,14 +130,20 @@ def spec_from_config(cfg: Any, name: str = "", origin: str = "config.json") -> M
         tie_word_embeddings=cfg.get("tie_word_embeddings", tied_default),
         attention_bias=model_type == "qwen2" or bool(cfg.get("attention_bias", False)),
         max_position_embeddings=cfg.get("max_position_embeddings") or 4096,
+        notes=tuple(assumption_notes(cfg, model_type, cfg.get("head_dim") or 0)),
     )
     if model_type == "mixtral" or cfg.get("num_local_experts"):
         fields["num_local_experts"] = cfg.get("num_local_experts") or 1
         fields["num_experts_per_tok"] = cfg.get("num_experts_per_tok") or 1
     if model_type == "phi3":
         fields.update(fused_qkv=True, fused_gate_up=True)
-    if model_type == "gemma2":
+    if model_type in ("gemma2", "gemma3_text"):
         fields.update(norms_per_layer=4, final_logit_softcapping=cfg.get("final_logit_softcapping") is not None)
+    if model_type in _WINDOWED and cfg.get("sliding_window"):
+        pattern = 0 if model_type == "mistral" else _window_pattern(cfg, model_type)
+        fields.update(sliding_window=cfg["sliding_window"], sliding_window_pattern=pattern)
+    if model_type in _QK_NORMED:
+        fields["qk_norm"] = True
     try:
         return ModelSpec(name=name or str(cfg.get("_name_or_path") or model_type or "model"),
                          source=source, **fields)

@@ -10,7 +10,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Architecture = Literal["llama", "mistral", "mixtral", "qwen2", "gemma2", "phi3"]
+Architecture = Literal["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
 
 
 class LinearShape(NamedTuple):
@@ -43,12 +43,18 @@ class ModelSpec(BaseModel):
     fused_gate_up: bool = False
     norms_per_layer: int = Field(default=2, ge=0)
     final_logit_softcapping: bool = False
+    qk_norm: bool = Field(default=False, description="RMSNorm over head_dim on q and k (Qwen3, Gemma-3)")
+    sliding_window: int = Field(default=0, ge=0, description="local attention window in tokens; 0 = none")
+    sliding_window_pattern: int = Field(
+        default=0, ge=0, description="every Nth layer is global, the others local; 0 = every layer local")
     max_position_embeddings: int = Field(default=4096, gt=0)
     hf_id: str = ""
     source: str = "catalog"
     stored_weight_format: str = Field(
         default="", description="format of a pre-quantized checkpoint (nf4, gptq-4bit, ...); '' if float")
     checkpoint_parameters: int = Field(default=0, ge=0, description="exact count from safetensors headers; 0 if unread")
+    notes: tuple[str, ...] = Field(
+        default=(), description="what was assumed for config fields the planner does not model")
 
     @model_validator(mode="after")
     def _derive(self) -> "ModelSpec":
@@ -69,6 +75,17 @@ class ModelSpec(BaseModel):
         if self.num_experts_per_tok > self.num_local_experts:
             raise ValueError("num_experts_per_tok: must be at most num_local_experts")
         return self
+
+    @property
+    def sliding_window_layers(self) -> int:
+        """Layers with local attention: layer i is global when (i + 1) % pattern == 0, as transformers'
+        Gemma2/Gemma3 configs build `layer_types`; with no pattern every layer is local (Mistral's
+        `sliding_window`: cache_utils.get_layer_types_and_kwargs). They see the last `sliding_window` tokens."""
+        if not self.sliding_window:
+            return 0
+        if not self.sliding_window_pattern:
+            return self.num_hidden_layers
+        return self.num_hidden_layers - self.num_hidden_layers // self.sliding_window_pattern
 
     @property
     def q_dim(self) -> int:
