@@ -9,6 +9,7 @@ from vramplan.memory.activations import effective_attention
 from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
+from vramplan.reasons import leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
 
@@ -56,6 +57,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
         capacity_bytes=capacity,
         headroom_bytes=capacity - required,
         fits=required <= capacity,
+        reason=leading_reason(model, gpu, run, dtypes, phases[peak_phase], required, capacity),
         notes=tuple(_notes(model, gpu, run, dtypes, required, paged, capacity)),
     )
 
