@@ -16,9 +16,11 @@ def test_mixtral_qlora_verdict_leads_with_unquantized_fused_experts_and_the_fix(
     model, gpu, run = get_model("mixtral-8x7b"), get_gpu("a100"), make_run(method="qlora")
     breakdown = plan(model, gpu, run)
     assert not breakdown.fits
-    assert "fused MoE expert" in breakdown.reason and "--moe-experts linear" in breakdown.reason
+    assert breakdown.reason.startswith("unquantized MoE experts take")
+    assert "fused 3-D parameters" in breakdown.reason and "--moe-experts linear" in breakdown.reason
     lines = render(breakdown).splitlines()
     assert lines[1].startswith("DOES NOT FIT") and lines[2] == f"why: {breakdown.reason}"
+    assert not any(note in breakdown.reason for note in breakdown.notes), "the reason is not repeated as a note"
     fixed = plan(model, gpu, run.model_copy(update={"moe_experts": "linear"}))
     assert fixed.fits and fixed.reason == ""
     assert advise(model, gpu, run)[0].flags == "--moe-experts linear"

@@ -5,7 +5,8 @@ dominates what it needs: an assumption that alone takes more than half of the re
 bytes (transformers >= 5 keeping fused MoE experts unquantized), weights that alone exceed
 the GPU, or one component at the peak holding more than half of the required bytes. The
 reason names the cause with the plan's own numbers and the flag that changes it; `advise`
-re-plans that flag to say whether it is enough.
+re-plans that flag to say whether it is enough. A note the reason already says is not
+repeated (`plan` drops it).
 """
 from __future__ import annotations
 
@@ -19,20 +20,27 @@ def _gib(value: int) -> str:
     return f"{value / 2**30:.2f}"
 
 
-def fused_experts_reason(model, dtypes, required: int) -> str:
+def fused_experts_note(model, dtypes) -> str:
     """transformers' bitsandbytes integration replaces only nn.Linear (replace_with_bnb_linear), so the
-    3-D expert parameters of transformers >= 5 stay in the float dtype (`parameters.fused_expert_groups`)."""
+    3-D expert parameters of transformers >= 5 stay in the float dtype (`parameters.fused_expert_groups`).
+    The note a plan carries whenever that happens; '' when it does not."""
     if not (model.is_moe and dtypes.moe_experts == "fused" and dtypes.weight_format in BNB_FORMATS):
         return ""
-    groups = parameters.fused_expert_groups(model, "fused")
-    held = weights.tensor_group_bytes(groups, DTYPE_BYTES[dtypes.float_weights])
+    count = parameters.count_elements(parameters.fused_expert_groups(model, "fused"))
+    return (f"transformers >= 5 keeps the MoE experts as fused 3-D parameters, which bitsandbytes does not quantize "
+            f"({count / 1e9:.1f}B expert and router parameters stay {dtypes.float_weights}); --moe-experts linear "
+            "plans transformers 4.x's one nn.Linear per expert, which it quantizes")
+
+
+def fused_experts_reason(model, dtypes, required: int) -> str:
+    """The fused-experts note as the reason, when those parameters hold most of what is needed."""
+    note = fused_experts_note(model, dtypes)
+    if not note:
+        return ""
+    held = weights.tensor_group_bytes(parameters.fused_expert_groups(model, "fused"), DTYPE_BYTES[dtypes.float_weights])
     if held <= DOMINANT_SHARE * required:
         return ""
-    count = parameters.count_elements(groups)
-    return (f"transformers >= 5 keeps the {count / 1e9:.1f}B fused MoE expert and router parameters unquantized "
-            f"({dtypes.float_weights}): {_gib(held)} of the {_gib(required)} GiB needed. "
-            f"Fix: --moe-experts linear (transformers 4.x, one nn.Linear per expert, which bitsandbytes "
-            f"quantizes to {dtypes.weight_format})")
+    return f"unquantized MoE experts take {_gib(held)} of the {_gib(required)} GiB needed: {note}"
 
 
 def weights_reason(components: dict, dtypes, capacity: int) -> str:
@@ -84,4 +92,4 @@ def leading_reason(model, gpu, run, dtypes, components: dict, required: int, cap
     return component_reason(name, held, required, model, gpu, run, dtypes)
 
 
-__all__ = ["DOMINANT_SHARE", "leading_reason"]
+__all__ = ["DOMINANT_SHARE", "fused_experts_note", "leading_reason"]
