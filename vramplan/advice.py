@@ -280,8 +280,7 @@ def model_family(model: ModelSpec) -> str:
 
 
 def _model_changes(model, gpu, run):
-    """The largest smaller catalog model that fits, from the same family where one does, then the
-    same architecture, then any."""
+    """The largest smaller catalog model that fits, from the same family where one does, else any."""
     from vramplan.catalog import list_models
     from vramplan.memory.parameters import parameter_count
     from vramplan.solvers import largest_model
@@ -289,16 +288,12 @@ def _model_changes(model, gpu, run):
     size = parameter_count(model)
     smaller = [m for m in list_models() if parameter_count(m) < size]
     family = model_family(model)
-    circles = (("of the same family", lambda m: family and model_family(m) == family),
-               (f"of the same architecture ({model.architecture})", lambda m: m.architecture == model.architecture),
-               ("", lambda m: True))
-    for circle, belongs in circles:
-        found = largest_model(gpu, run, [m for m in smaller if belongs(m)])
-        if found is not None:
-            break
-    else:
+    kin = [m for m in smaller if family and model_family(m) == family]
+    found, what = largest_model(gpu, run, kin), "a smaller model of the same family"
+    if found is None:
+        found, what = largest_model(gpu, run, [m for m in smaller if m not in kin]), "a smaller model"
+    if found is None:
         return []
-    what = f"a smaller model {circle}" if circle else "a smaller model"
     return [_Change(("model",), f"{what}: {found.name} ({parameter_count(found) / 1e9:.1f}B parameters)",
                     f"--model {found.name}", run, model=found)]
 
