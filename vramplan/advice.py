@@ -217,7 +217,7 @@ def _chunked_loss_changes(model, gpu, run):
     if not run.trains or run.loss_impl == "chunked":
         return []
     return [_Change(("chunked_loss",),
-                    f"chunked cross-entropy (fp32 logits {run.loss_chunks} chunks at a time; vocab {model.vocab_size})",
+                    f"chunked cross-entropy (fp32 logits {run.loss_chunks} chunks at a time; vocab {model.vocab_size:,})",
                     "--loss-impl chunked", run.model_copy(update={"loss_impl": "chunked"}))]
 
 
