@@ -394,6 +394,12 @@ def _solved(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
         return None
 
 
+def _lowers_peak(kind: str, model, gpu, run, base: Breakdown) -> bool:
+    step = _strongest(kind, model, gpu, run)
+    result = step and _plan(model, gpu, step[0])
+    return bool(result) and result.peak_allocated_bytes < base.peak_allocated_bytes
+
+
 def _combined(subset, discrete, model, gpu, run, base) -> Advice | None:
     """`subset` of cheap kinds applied together (discrete ones whole, then rank and seq solved)."""
     changed, texts, flags = run, [], []
@@ -410,13 +416,13 @@ def _combined(subset, discrete, model, gpu, run, base) -> Advice | None:
 
 def cheapest_combination(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown) -> Advice | None:
     """The cheapest set of two or more cheap changes that makes the run fit, or None."""
-    discrete = [k for k in CHEAP_KINDS if k not in ("seq", "rank") and _strongest(k, model, gpu, run) is not None]
+    discrete = [k for k in CHEAP_KINDS if k not in ("seq", "rank") and _lowers_peak(k, model, gpu, run, base)]
     solvable = [k for k in ("seq", "rank") if k == "seq" and run.seq_len > MIN_SEQ or k == "rank" and run.uses_lora]
     kinds = tuple(discrete + solvable)
     if len(kinds) < 2:
         return None
-    # Each cheap change only removes bytes, so when all of them together do not fit no subset does;
-    # checking that first spares the up to 2**9 subsets of a run that no cheap change can rescue.
+    # Only changes that lower the peak alone take part, and their savings are taken not to cancel:
+    # when all of them together do not fit, no subset is tried (that spares up to 2**9 plans).
     everything = _combined(kinds, discrete, model, gpu, run, base)
     if everything is None or not everything.fits:
         return None
@@ -436,16 +442,17 @@ def _shown(chosen: list[Advice], limit: int) -> list[Advice]:
     """What `advise` lists: every change that fits alone, and each tier's biggest saver, even past
     `limit`; the rest of `limit` filled with the biggest savers. Fitting ones first, cheapest
     first; then the others tier by tier, biggest saving first."""
-    keep = [a for a in chosen if a.fits]
+    keep = {id(a): a for a in chosen if a.fits}
     for tier in range(len(TIERS)):
         in_tier = [a for a in chosen if _tier(a) == tier]
         if in_tier:
-            keep.append(max(in_tier, key=lambda a: a.saved_bytes))
+            best = max(in_tier, key=lambda a: a.saved_bytes)
+            keep.setdefault(id(best), best)
     for advice in sorted(chosen, key=lambda a: -a.saved_bytes):
-        if len(set(map(id, keep))) >= limit:
+        if len(keep) >= limit:
             break
-        keep.append(advice)
-    unique = list({id(a): a for a in keep}.values())
+        keep.setdefault(id(advice), advice)
+    unique = keep.values()
     fitting = sorted((a for a in unique if a.fits), key=lambda a: a.cost)
     return fitting + sorted((a for a in unique if not a.fits), key=lambda a: (_tier(a), -a.saved_bytes))
 
