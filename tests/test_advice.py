@@ -209,3 +209,13 @@ def test_model_family_is_the_name_up_to_its_major_version():
     assert family("gemma-2-9b") == "gemma-2" and family("gemma-3-27b") == "gemma-3"
     assert family("phi-3-mini-4k") == "phi-3" and family("phi-4") == "phi-4"
     assert family("tinyllama-1.1b") == "tinyllama"
+
+
+def test_a_change_that_costs_bytes_alone_can_complete_a_combination():
+    """Per-expert linears alone add expert LoRA activations, yet they are what lets Mixtral fit beside others."""
+    model, gpu = get_model("mixtral-8x7b"), get_gpu("h100")
+    run = make_run(method="qlora", seq_len=8192, micro_batch_size=8, gradient_checkpointing=False)
+    advice = advise(model, gpu, run, limit=100)
+    assert not any(a.kinds == ("moe_experts",) for a in advice), "alone it saves nothing here"
+    assert advice[0].fits and "moe_experts" in advice[0].kinds and "--moe-experts linear" in advice[0].flags
+    assert_advice_is_replanned(model, gpu, run, advice)

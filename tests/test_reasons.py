@@ -71,3 +71,10 @@ def test_a_reason_only_explains_a_run_that_does_not_fit_by_something_that_domina
         weights = breakdown.quantized_weights + breakdown.quant_state + breakdown.float_weights
         assert weights > breakdown.capacity_bytes or \
             max(breakdown.components().values()) > DOMINANT_SHARE * breakdown.required_bytes
+
+
+def test_fused_experts_are_the_reason_when_they_make_the_weights_exceed_the_gpu():
+    run = make_run(method="qlora", seq_len=8192, micro_batch_size=8, gradient_checkpointing=False)
+    breakdown = plan(get_model("mixtral-8x7b"), get_gpu("h100"), run)
+    assert breakdown.activations > DOMINANT_SHARE * breakdown.required_bytes  # not the experts' share of the need
+    assert breakdown.reason.startswith("unquantized MoE experts take") and "--moe-experts linear" in breakdown.reason

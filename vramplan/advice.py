@@ -416,13 +416,19 @@ def _combined(subset, discrete, model, gpu, run, base) -> Advice | None:
 
 def cheapest_combination(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown) -> Advice | None:
     """The cheapest set of two or more cheap changes that makes the run fit, or None."""
-    discrete = [k for k in CHEAP_KINDS if k not in ("seq", "rank") and _lowers_peak(k, model, gpu, run, base)]
+    applicable = [k for k in CHEAP_KINDS if k not in ("seq", "rank") and _strongest(k, model, gpu, run) is not None]
+    helping = [k for k in applicable if _lowers_peak(k, model, gpu, run, base)]
+    # A change can cost bytes alone and save them beside others (MoE per-expert linears add expert
+    # LoRA activations but quantize the experts): it takes part if it lowers the helpers' peak.
+    together = _combined(helping, helping, model, gpu, run, base) if helping else None
+    after = (together.run, together.breakdown) if together else (run, base)
+    discrete = [k for k in applicable if k in helping or _lowers_peak(k, model, gpu, *after)]
     solvable = [k for k in ("seq", "rank") if k == "seq" and run.seq_len > MIN_SEQ or k == "rank" and run.uses_lora]
     kinds = tuple(discrete + solvable)
     if len(kinds) < 2:
         return None
-    # Only changes that lower the peak alone take part, and their savings are taken not to cancel:
-    # when all of them together do not fit, no subset is tried (that spares up to 2**9 plans).
+    # Savings are taken not to cancel: when all of these changes together do not fit, no subset
+    # is tried (that spares up to 2**9 plans).
     everything = _combined(kinds, discrete, model, gpu, run, base)
     if everything is None or not everything.fits:
         return None

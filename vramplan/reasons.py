@@ -2,8 +2,9 @@
 
 A plan that does not fit carries a leading reason when one assumption or one component
 dominates what it needs: an assumption that alone takes more than half of the required
-bytes (transformers >= 5 keeping fused MoE experts unquantized), weights that alone exceed
-the GPU, or one component at the peak holding more than half of the required bytes. The
+bytes, or of weights that alone exceed the GPU (transformers >= 5 keeping fused MoE experts
+unquantized), weights that alone exceed the GPU, or one component at the peak holding more
+than half of the required bytes. The
 reason names the cause with the plan's own numbers and the flag that changes it; `advise`
 re-plans that flag to say whether it is enough. A note the reason already says is not
 repeated (`plan` drops it).
@@ -32,19 +33,29 @@ def fused_experts_note(model, dtypes) -> str:
             "plans transformers 4.x's one nn.Linear per expert, which it quantizes")
 
 
-def fused_experts_reason(model, dtypes, required: int) -> str:
-    """The fused-experts note as the reason, when those parameters hold most of what is needed."""
+def _weight_bytes(components: dict) -> int:
+    return sum(components.get(name, 0) for name in ("quantized_weights", "quant_state", "float_weights"))
+
+
+def fused_experts_reason(model, dtypes, components: dict, required: int, capacity: int) -> str:
+    """The fused-experts note as the reason, when those parameters hold most of what is needed,
+    or most of weights that alone exceed the GPU."""
     note = fused_experts_note(model, dtypes)
     if not note:
         return ""
     held = weights.tensor_group_bytes(parameters.fused_expert_groups(model, "fused"), DTYPE_BYTES[dtypes.float_weights])
-    if held <= DOMINANT_SHARE * required:
+    all_weights = _weight_bytes(components)
+    if held > DOMINANT_SHARE * required:
+        share = f"{_gib(held)} of the {_gib(required)} GiB needed"
+    elif all_weights > capacity and held > DOMINANT_SHARE * all_weights:
+        share = f"{_gib(held)} of the {_gib(all_weights)} GiB of weights, which alone exceed the GPU's {_gib(capacity)} GiB"
+    else:
         return ""
-    return f"unquantized MoE experts take {_gib(held)} of the {_gib(required)} GiB needed: {note}"
+    return f"unquantized MoE experts take {share}: {note}"
 
 
 def weights_reason(components: dict, dtypes, capacity: int) -> str:
-    held = sum(components.get(name, 0) for name in ("quantized_weights", "quant_state", "float_weights"))
+    held = _weight_bytes(components)
     if held <= capacity:
         return ""
     kept = f" base, other modules {dtypes.float_weights}" if dtypes.base_quantized else ""
@@ -83,7 +94,8 @@ def leading_reason(model, gpu, run, dtypes, components: dict, required: int, cap
     """Why the run does not fit, when one assumption or component dominates; '' otherwise."""
     if required <= capacity:
         return ""
-    reason = fused_experts_reason(model, dtypes, required) or weights_reason(components, dtypes, capacity)
+    reason = fused_experts_reason(model, dtypes, components, required, capacity) \
+        or weights_reason(components, dtypes, capacity)
     if reason:
         return reason
     name, held = max(components.items(), key=lambda item: item[1])
