@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 
 from vramplan.errors import InputError
+from vramplan.memory.dtypes import DTYPE_BYTES, resolve_dtypes
 from vramplan.memory.lora import ATTENTION_MODULES
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
@@ -174,10 +175,12 @@ def _optimizer_changes(model, gpu, run):
 
 
 def _kv_cache_changes(model, gpu, run):
-    """An fp8 KV cache halves a 16-bit cache; only GPUs with fp8 support run it (`resolve_dtypes` refuses others)."""
+    """An fp8 KV cache: 1 byte per value; only GPUs with fp8 support run it (`resolve_dtypes` refuses others)."""
     if run.trains or not gpu.fp8 or run.kv_cache_dtype == "fp8":
         return []
-    return [_Change(("kv_cache",), "fp8 KV cache (half the bytes of a 16-bit cache; small accuracy cost)",
+    current = resolve_dtypes(run, gpu, model).kv_cache
+    return [_Change(("kv_cache",), f"fp8 KV cache (1 byte per value instead of {current}'s "
+                                   f"{DTYPE_BYTES[current]}; small accuracy cost)",
                     "--kv-cache-dtype fp8", run.model_copy(update={"kv_cache_dtype": "fp8"}))]
 
 
@@ -199,8 +202,6 @@ def attention_targets(model: ModelSpec) -> tuple[str, ...]:
 def _targets_changes(model, gpu, run):
     if not run.uses_lora:
         return []
-    from vramplan.memory.dtypes import resolve_dtypes
-
     names = {lin.name for lin in model.layer_linears(resolve_dtypes(run, gpu, model).moe_experts)}
     current = names if ALL_LINEAR in run.lora_targets else set(run.lora_targets)
     options = [attention_targets(model), tuple(t for t in ("q_proj", "v_proj") if t in names)]
