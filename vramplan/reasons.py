@@ -3,11 +3,10 @@
 A plan that does not fit carries a leading reason when one assumption or one component
 dominates what it needs: an assumption that alone takes more than half of the required
 bytes, or of weights that alone exceed the GPU (transformers >= 5 keeping fused MoE experts
-unquantized), weights that alone exceed the GPU, or one component at the peak holding more
-than half of the required bytes. The
-reason names the cause with the plan's own numbers and the flag that changes it; `advise`
-re-plans that flag to say whether it is enough. A note the reason already says is not
-repeated (`plan` drops it).
+unquantized); weights that alone exceed the GPU; or one component at the peak holding more
+than half of the required bytes. The reason names the cause with the plan's own numbers and
+the flag that changes it; `advise` re-plans that flag to say whether it is enough. A note
+the reason already says is not repeated (`plan` drops it).
 """
 from __future__ import annotations
 
@@ -54,13 +53,14 @@ def fused_experts_reason(model, dtypes, components: dict, required: int, capacit
     return f"unquantized MoE experts take {share}: {note}"
 
 
-def weights_reason(components: dict, dtypes, capacity: int) -> str:
+def weights_reason(components: dict, run, dtypes, capacity: int) -> str:
     held = _weight_bytes(components)
     if held <= capacity:
         return ""
     kept = f" base, other modules {dtypes.float_weights}" if dtypes.base_quantized else ""
+    fewer_bits = {"lora": "--method qlora (a 4-bit base)", "full": "LoRA/QLoRA"}.get(run.method, "fewer bits per weight")
     return (f"the weights alone ({dtypes.weight_format}{kept}) take {_gib(held)} GiB, more than the GPU's "
-            f"{_gib(capacity)} GiB: a smaller model, fewer bits per weight or a bigger GPU")
+            f"{_gib(capacity)} GiB: a smaller model, {fewer_bits} or a bigger GPU")
 
 
 def component_reason(name: str, held: int, required: int, model, gpu, run, dtypes) -> str:
@@ -79,14 +79,17 @@ def component_reason(name: str, held: int, required: int, model, gpu, run, dtype
     if name == "activations":
         return f"the activations of {tokens} take {share}; a smaller micro-batch or shorter sequences shrink them"
     if name == "kv_cache":
-        fp8 = "; --kv-cache-dtype fp8 halves it" if gpu.fp8 and dtypes.kv_cache != "fp8" else ""
+        fp8 = "; --kv-cache-dtype fp8 stores 1 byte per value" if gpu.fp8 and dtypes.kv_cache != "fp8" else ""
         return (f"the {dtypes.kv_cache} KV cache of {run.micro_batch_size} x {run.seq_len + run.max_new_tokens} "
                 f"tokens takes {share}{fp8}; a smaller batch or shorter prompts shrink it")
     if name in ("optimizer_state", "gradients"):
-        what = "optimizer state" if name == "optimizer_state" else "gradients"
+        what = "optimizer state takes" if name == "optimizer_state" else "gradients take"
         fix = ("an 8-bit optimizer or Adafactor, --full-precision pure, or LoRA" if run.method == "full"
                else "an 8-bit optimizer or fewer trainable parameters")
-        return f"the {what} of the trained parameters take {share}; {fix} shrinks them"
+        return f"the trained parameters' {what} {share}; {fix} shrinks it"
+    if name in ("float_weights", "quantized_weights"):
+        lighter = "; --method qlora quantizes the base to 4 bits" if run.method == "lora" else ""
+        return f"the {dtypes.weight_format} weights take {share}{lighter}; a smaller model or a bigger GPU"
     return ""
 
 
@@ -95,7 +98,7 @@ def leading_reason(model, gpu, run, dtypes, components: dict, required: int, cap
     if required <= capacity:
         return ""
     reason = fused_experts_reason(model, dtypes, components, required, capacity) \
-        or weights_reason(components, dtypes, capacity)
+        or weights_reason(components, run, dtypes, capacity)
     if reason:
         return reason
     name, held = max(components.items(), key=lambda item: item[1])
