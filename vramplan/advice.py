@@ -1,34 +1,46 @@
 """What to change when a run does not fit, and what room is left when it does.
 
 Every suggestion is the memory model re-run on the changed config (`plan`), never a table
-of savings. Changes are tried in the order users pay the least for (`COSTS`): a smaller
-micro-batch with more gradient accumulation (same effective batch), shorter sequences,
-gradient checkpointing, an 8-bit or paged optimizer, a lower LoRA rank or fewer target
-modules, chunked cross-entropy, a lighter method, a smaller model, a bigger GPU. When no
-single cheap change is enough, the cheapest combination of them that fits is offered too:
-combinations are tried in order of total cost, so the first that fits is the cheapest.
+of savings. Kinds of change are grouped into tiers of what they cost the user (`TIERS`):
+a flag (smaller micro-batch with more gradient accumulation, shorter sequences, gradient
+checkpointing, an 8-bit/paged/Adafactor optimizer, an fp8 KV cache), the adapter or the
+training code (LoRA rank, target modules, chunked cross-entropy, skipping k-bit preparation,
+transformers 4.x's MoE layout, pure 16-bit full fine-tuning), the method, and another model
+or GPU. `COSTS` orders every kind in that sequence. When no single cheap change is enough,
+the cheapest combination of them that fits is offered too: combinations are tried in order
+of total cost, so the first that fits is the cheapest.
 
-`advise` lists changes that fit first (cheapest first), then those that help but are not
-enough alone. For a run that already fits it lists "room to spare" instead: the largest
-micro-batch, sequence and rank that still fit, and checkpointing off when that fits.
+`advise` never hides a change that alone makes the run fit, nor the change that saves the
+most in each tier; the rest of `limit` goes to the biggest savers. Changes that fit come
+first (cheapest first), then those that help but are not enough alone (tier by tier,
+biggest saving first). For a run that already fits it lists "room to spare" instead: the
+largest micro-batch, sequence and rank that still fit, and checkpointing off when that fits.
 """
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 
 from vramplan.errors import InputError
+from vramplan.memory.dtypes import DTYPE_BYTES, resolve_dtypes
 from vramplan.memory.lora import ATTENTION_MODULES
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
 
-# Relative cost to the user of each kind of change (lower is cheaper). Distinct powers of two,
-# so a combination's total orders combinations by their most expensive change first.
-COSTS = {
-    "batch": 1, "seq": 2, "checkpointing": 4, "optimizer": 8, "rank": 16, "targets": 32,
-    "chunked_loss": 64, "kbit_prep": 128, "method": 256, "model": 512, "gpu": 1024,
-}
-CHEAP_KINDS = ("batch", "seq", "checkpointing", "optimizer", "rank", "targets", "chunked_loss", "kbit_prep")
+# What each kind of change costs the user, cheapest tier first; within a tier, cheapest first.
+TIERS = (
+    ("a flag", ("batch", "seq", "checkpointing", "optimizer", "kv_cache")),
+    ("the adapter or the training code",
+     ("rank", "targets", "chunked_loss", "kbit_prep", "moe_experts", "full_precision")),
+    ("the method", ("method",)),
+    ("another model or GPU", ("model", "gpu")),
+)
+# Distinct powers of two in tier order, so a combination's total orders combinations by their
+# most expensive change first.
+COSTS = {kind: 1 << i for i, kind in enumerate(kind for _, kinds in TIERS for kind in kinds)}
+TIER_OF = {kind: index for index, (_, kinds) in enumerate(TIERS) for kind in kinds}
+CHEAP_KINDS = TIERS[0][1] + TIERS[1][1]
 SEQ_STEP = 64  # suggested sequence lengths are rounded down to a multiple of this
 MIN_SEQ = 64  # shorter than this is no longer a useful training sequence
 
@@ -145,16 +157,31 @@ def _checkpointing_changes(model, gpu, run):
 _OPTIMIZER_TEXT = {
     "adamw_8bit": "8-bit AdamW (bitsandbytes)",
     "paged_adamw_8bit": "paged 8-bit AdamW (state in CUDA managed memory, outside the allocator)",
+    "adafactor": "Adafactor (factored second moment, no first moment)",
 }
 
 
 def _optimizer_changes(model, gpu, run):
+    """Lighter optimizer state, cheapest to the user first; Adafactor only for full fine-tuning,
+    where the state is of the whole model (for adapters it saves little and changes the recipe)."""
     if not run.trains or run.optimizer not in ("adamw", "adamw_fused", "paged_adamw", "adamw_8bit"):
         return []
     options = ["adamw_8bit", "paged_adamw_8bit"] if run.optimizer != "paged_adamw" else ["paged_adamw_8bit"]
+    if run.method == "full":
+        options.append("adafactor")
     return [_Change(("optimizer",), f"{_OPTIMIZER_TEXT[name]} instead of {run.optimizer}", f"--optimizer {name}",
                     run.model_copy(update={"optimizer": name}))
             for name in options if name != run.optimizer]
+
+
+def _kv_cache_changes(model, gpu, run):
+    """An fp8 KV cache: 1 byte per value; only GPUs with fp8 support run it (`resolve_dtypes` refuses others)."""
+    if run.trains or not gpu.fp8 or run.kv_cache_dtype == "fp8":
+        return []
+    current = resolve_dtypes(run, gpu, model).kv_cache
+    return [_Change(("kv_cache",), f"fp8 KV cache (1 byte per value instead of {current}'s "
+                                   f"{DTYPE_BYTES[current]}; small accuracy cost)",
+                    "--kv-cache-dtype fp8", run.model_copy(update={"kv_cache_dtype": "fp8"}))]
 
 
 def _rank_changes(model, gpu, run):
@@ -175,8 +202,6 @@ def attention_targets(model: ModelSpec) -> tuple[str, ...]:
 def _targets_changes(model, gpu, run):
     if not run.uses_lora:
         return []
-    from vramplan.memory.dtypes import resolve_dtypes
-
     names = {lin.name for lin in model.layer_linears(resolve_dtypes(run, gpu, model).moe_experts)}
     current = names if ALL_LINEAR in run.lora_targets else set(run.lora_targets)
     options = [attention_targets(model), tuple(t for t in ("q_proj", "v_proj") if t in names)]
@@ -193,7 +218,7 @@ def _chunked_loss_changes(model, gpu, run):
     if not run.trains or run.loss_impl == "chunked":
         return []
     return [_Change(("chunked_loss",),
-                    f"chunked cross-entropy (fp32 logits {run.loss_chunks} chunks at a time; vocab {model.vocab_size})",
+                    f"chunked cross-entropy (fp32 logits {run.loss_chunks} chunks at a time; vocab {model.vocab_size:,})",
                     "--loss-impl chunked", run.model_copy(update={"loss_impl": "chunked"}))]
 
 
@@ -206,6 +231,27 @@ def _kbit_prep_changes(model, gpu, run):
                     "skip prepare_model_for_kbit_training (embeddings, norms, lm_head stay 16-bit; "
                     "enable gradient checkpointing yourself)",
                     "--no-kbit-prep", run.model_copy(update={"kbit_prep": False}))]
+
+
+def _moe_experts_changes(model, gpu, run):
+    """transformers >= 5 keeps fused 3-D experts out of bitsandbytes' reach; 4.x's per-expert
+    nn.Linear layout gets them quantized (the price: pinning transformers 4.x)."""
+    if not model.is_moe or run.moe_experts == "linear":
+        return []
+    return [_Change(("moe_experts",),
+                    "transformers 4.x MoE layout (one nn.Linear per expert, which bitsandbytes quantizes; "
+                    "transformers >= 5 keeps fused experts unquantized)",
+                    "--moe-experts linear", run.model_copy(update={"moe_experts": "linear"}))]
+
+
+def _full_precision_changes(model, gpu, run):
+    """Pure 16-bit full fine-tuning drops the fp32 master weights, gradients and state; it needs
+    care (bf16 rounding of small updates), so it is priced with the code changes."""
+    if run.method != "full" or run.full_precision == "pure":
+        return []
+    return [_Change(("full_precision",),
+                    "pure 16-bit full fine-tuning (no fp32 master weights; small updates can round away)",
+                    "--full-precision pure", run.model_copy(update={"full_precision": "pure"}))]
 
 
 def _method_changes(model, gpu, run):
@@ -223,17 +269,33 @@ def _method_changes(model, gpu, run):
     return [_Change(("method",), text, flags, run.model_copy(update=update))]
 
 
+# A name's family: its leading word and major version, stopping before the size
+# ("llama-3.1-8b" -> "llama-3", "qwen2.5-7b" -> "qwen2", "mistral-7b-v0.3" -> "mistral").
+_FAMILY = re.compile(r"[a-z]+(?:-?\d+(?![\d.]*[bmkx]))?")
+
+
+def model_family(model: ModelSpec) -> str:
+    """The family a model's name places it in (the part after an HF 'owner/'), '' when none."""
+    found = _FAMILY.match(model.name.rsplit("/", 1)[-1].lower())
+    return found.group(0) if found else ""
+
+
 def _model_changes(model, gpu, run):
+    """The largest smaller catalog model that fits, from the same family where one does, else any."""
     from vramplan.catalog import list_models
     from vramplan.memory.parameters import parameter_count
     from vramplan.solvers import largest_model
 
     size = parameter_count(model)
     smaller = [m for m in list_models() if parameter_count(m) < size]
-    found = largest_model(gpu, run, smaller)
+    family = model_family(model)
+    kin = [m for m in smaller if family and model_family(m) == family]
+    found, what = largest_model(gpu, run, kin), "a smaller model of the same family"
+    if found is None:
+        found, what = largest_model(gpu, run, [m for m in smaller if m not in kin]), "a smaller model"
     if found is None:
         return []
-    return [_Change(("model",), f"a smaller model: {found.name} ({parameter_count(found) / 1e9:.1f}B parameters)",
+    return [_Change(("model",), f"{what}: {found.name} ({parameter_count(found) / 1e9:.1f}B parameters)",
                     f"--model {found.name}", run, model=found)]
 
 
@@ -249,8 +311,9 @@ def _gpu_changes(model, gpu, run):
 
 
 SINGLE_CHANGES = (
-    _batch_changes, _seq_changes, _checkpointing_changes, _optimizer_changes, _rank_changes,
-    _targets_changes, _chunked_loss_changes, _kbit_prep_changes, _method_changes, _model_changes, _gpu_changes,
+    _batch_changes, _seq_changes, _checkpointing_changes, _optimizer_changes, _kv_cache_changes, _rank_changes,
+    _targets_changes, _chunked_loss_changes, _kbit_prep_changes, _moe_experts_changes, _full_precision_changes,
+    _method_changes, _model_changes, _gpu_changes,
 )
 
 
@@ -266,13 +329,15 @@ def _advice(change: _Change, model, gpu, base: Breakdown) -> Advice | None:
 
 
 def _best_of_kind(candidates: list[Advice]) -> list[Advice]:
-    """Per kind of change, the first candidate that fits, else the one that saves the most."""
+    """Per kind of change, the first candidate that fits, else the one that saves the most.
+    Optimizers are different algorithms, not strengths of one change: every one that fits (else
+    every one that helps) is kept; of the target sets, every one that helps when none fits."""
     chosen = []
     for kind, group in itertools.groupby(candidates, key=lambda a: a.kinds):
         group = list(group)
         fitting = [a for a in group if a.fits]
         if fitting:
-            chosen.append(fitting[0])
+            chosen.extend(fitting if kind == ("optimizer",) else fitting[:1])
         elif kind == ("optimizer",) or kind == ("targets",):
             chosen.extend(a for a in group if a.saved_bytes > 0)
         else:
@@ -284,6 +349,14 @@ def _best_of_kind(candidates: list[Advice]) -> list[Advice]:
 
 # -- combinations of the cheap changes, each at full strength --
 
+# The cheap changes a combination applies whole; optimizer and targets take their first option.
+_DISCRETE = {
+    "checkpointing": _checkpointing_changes, "optimizer": _optimizer_changes, "kv_cache": _kv_cache_changes,
+    "targets": _targets_changes, "chunked_loss": _chunked_loss_changes, "kbit_prep": _kbit_prep_changes,
+    "moe_experts": _moe_experts_changes, "full_precision": _full_precision_changes,
+}
+
+
 def _strongest(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
     """Run with one cheap change applied at full strength, its text and flags (None: not applicable)."""
     if kind == "batch":
@@ -294,18 +367,7 @@ def _strongest(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
         effective = run.micro_batch_size * run.grad_accum_steps
         return (run.model_copy(update={"micro_batch_size": 1, "grad_accum_steps": effective}),
                 f"micro-batch 1 x accumulation {effective}", f"--batch 1 --accum {effective}")
-    if kind == "checkpointing":
-        changes = _checkpointing_changes(model, gpu, run)
-    elif kind == "optimizer":
-        changes = _optimizer_changes(model, gpu, run)[:1]
-    elif kind == "targets":
-        changes = _targets_changes(model, gpu, run)[:1]
-    elif kind == "chunked_loss":
-        changes = _chunked_loss_changes(model, gpu, run)
-    elif kind == "kbit_prep":
-        changes = _kbit_prep_changes(model, gpu, run)
-    else:
-        return None
+    changes = _DISCRETE[kind](model, gpu, run) if kind in _DISCRETE else []
     if not changes:
         return None
     return changes[0].run, changes[0].change.split(" (")[0], changes[0].flags
@@ -333,32 +395,81 @@ def _solved(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
         return None
 
 
+def _lowers_peak(kind: str, model, gpu, run, base: Breakdown) -> bool:
+    step = _strongest(kind, model, gpu, run)
+    result = step and _plan(model, gpu, step[0])
+    return bool(result) and result.peak_allocated_bytes < base.peak_allocated_bytes
+
+
+def _combined(subset, discrete, model, gpu, run, base) -> Advice | None:
+    """`subset` of cheap kinds applied together (discrete ones whole, then rank and seq solved)."""
+    changed, texts, flags = run, [], []
+    for kind in [k for k in subset if k in discrete] + [k for k in ("rank", "seq") if k in subset]:
+        step = (_strongest if kind in discrete else _solved)(kind, model, gpu, changed)
+        if step is None:
+            return None
+        changed = step[0]
+        texts.append(step[1])
+        flags.append(step[2])
+    return _advice(_Change(tuple(sorted(subset, key=COSTS.get)), " + ".join(texts), " ".join(flags), changed),
+                   model, gpu, base)
+
+
 def cheapest_combination(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown) -> Advice | None:
     """The cheapest set of two or more cheap changes that makes the run fit, or None."""
-    discrete = [k for k in ("batch", "checkpointing", "optimizer", "targets", "chunked_loss", "kbit_prep")
-                if _strongest(k, model, gpu, run) is not None]
+    applicable = [k for k in CHEAP_KINDS if k not in ("seq", "rank") and _strongest(k, model, gpu, run) is not None]
+    helping = [k for k in applicable if _lowers_peak(k, model, gpu, run, base)]
+    # A change can cost bytes alone and save them beside others (MoE per-expert linears add expert
+    # LoRA activations but quantize the experts): it takes part if it lowers the helpers' peak.
+    together = _combined(helping, helping, model, gpu, run, base) if helping else None
+    after = (together.run, together.breakdown) if together else (run, base)
+    discrete = [k for k in applicable if k in helping or _lowers_peak(k, model, gpu, *after)]
     solvable = [k for k in ("seq", "rank") if k == "seq" and run.seq_len > MIN_SEQ or k == "rank" and run.uses_lora]
-    kinds = discrete + solvable
-    subsets = [s for n in range(2, len(kinds) + 1) for s in itertools.combinations(kinds, n)]
+    kinds = tuple(discrete + solvable)
+    if len(kinds) < 2:
+        return None
+    # Savings are taken not to cancel: when all of these changes together do not fit, no subset
+    # is tried (that spares up to 2**9 plans).
+    everything = _combined(kinds, discrete, model, gpu, run, base)
+    if everything is None or not everything.fits:
+        return None
+    subsets = [s for n in range(2, len(kinds)) for s in itertools.combinations(kinds, n)]
     for subset in sorted(subsets, key=lambda s: sum(COSTS[k] for k in s)):
-        changed, texts, flags = run, [], []
-        for kind in [k for k in subset if k in discrete] + [k for k in ("rank", "seq") if k in subset]:
-            step = (_strongest if kind in discrete else _solved)(kind, model, gpu, changed)
-            if step is None:
-                break
-            changed = step[0]
-            texts.append(step[1])
-            flags.append(step[2])
-        else:
-            advice = _advice(_Change(tuple(sorted(subset, key=COSTS.get)), " + ".join(texts), " ".join(flags),
-                                     changed), model, gpu, base)
-            if advice is not None and advice.fits:
-                return advice
-    return None
+        advice = _combined(subset, discrete, model, gpu, run, base)
+        if advice is not None and advice.fits:
+            return advice
+    return everything
+
+
+def _tier(advice: Advice) -> int:
+    return max(TIER_OF[kind] for kind in advice.kinds)
+
+
+def _shown(chosen: list[Advice], limit: int) -> list[Advice]:
+    """What `advise` lists: every change that fits alone, and each tier's biggest saver, even past
+    `limit`; the rest of `limit` filled with the biggest savers. Fitting ones first, cheapest
+    first; then the others tier by tier, biggest saving first."""
+    keep = {id(a): a for a in chosen if a.fits}
+    for tier in range(len(TIERS)):
+        in_tier = [a for a in chosen if _tier(a) == tier]
+        if in_tier:
+            best = max(in_tier, key=lambda a: a.saved_bytes)
+            keep.setdefault(id(best), best)
+    for advice in sorted(chosen, key=lambda a: -a.saved_bytes):
+        if len(keep) >= limit:
+            break
+        keep.setdefault(id(advice), advice)
+    unique = keep.values()
+    fitting = sorted((a for a in unique if a.fits), key=lambda a: a.cost)
+    return fitting + sorted((a for a in unique if not a.fits), key=lambda a: (_tier(a), -a.saved_bytes))
 
 
 def advise(model: ModelSpec, gpu: GPUSpec, run: RunConfig, limit: int = 8) -> list[Advice]:
-    """Ranked changes for a run that does not fit; "room to spare" hints for one that does."""
+    """Ranked changes for a run that does not fit; "room to spare" hints for one that does.
+
+    `limit` caps the list, except that a change that alone makes the run fit, and the change
+    that saves the most in each tier, are never cut.
+    """
     base = _plan(model, gpu, run)
     if base is None:  # the run itself is invalid: let plan raise the InputError
         from vramplan.estimate import plan
@@ -380,8 +491,7 @@ def advise(model: ModelSpec, gpu: GPUSpec, run: RunConfig, limit: int = 8) -> li
     unique = {}
     for advice in chosen:
         unique.setdefault((advice.model.name, advice.gpu.key, advice.run), advice)
-    ordered = sorted(unique.values(), key=lambda a: (not a.fits, a.cost))
-    return ordered[:limit]
+    return _shown(list(unique.values()), limit)
 
 
 def spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown | None = None) -> list[Advice]:

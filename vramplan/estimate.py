@@ -9,6 +9,7 @@ from vramplan.memory.activations import effective_attention
 from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
+from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
 
@@ -37,6 +38,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
     elif run.uses_lora:
         trainable = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, dtypes.moe_experts))
     paged = int(paged_optimizer_bytes(model, run, dtypes))
+    reason = leading_reason(model, gpu, run, dtypes, phases[peak_phase], required, capacity)
     return Breakdown(
         model=model.name,
         gpu=gpu.name,
@@ -56,7 +58,8 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
         capacity_bytes=capacity,
         headroom_bytes=capacity - required,
         fits=required <= capacity,
-        notes=tuple(_notes(model, gpu, run, dtypes, required, paged, capacity)),
+        reason=reason,
+        notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
     )
 
 
@@ -94,10 +97,7 @@ def _moe_notes(model, run, dtypes):
             yield f"MoE experts planned as quantized by the {dtypes.weight_format} runtime, one tensor per expert"
         return
     if dtypes.weight_format in BNB_FORMATS:
-        fused = sum(g.numel * g.count for g in parameters.fused_expert_groups(model, "fused"))
-        yield (f"transformers >= 5 fuses the MoE experts into 3-D parameters, which bitsandbytes does not quantize: "
-               f"{fused / 1e9:.1f}B expert and router parameters stay {dtypes.float_weights}; "
-               "for transformers 4.x (one nn.Linear per expert) use --moe-experts linear")
+        yield fused_experts_note(model, dtypes)
     if run.uses_lora and ALL_LINEAR in run.lora_targets:
         yield ("LoRA all-linear planned on the attention projections only: in transformers >= 5 the MoE experts "
                "and router are not nn.Linear (peft's own target_parameters conversion of them is not modelled)")

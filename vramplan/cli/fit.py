@@ -64,6 +64,7 @@ def render(breakdown) -> str:
         f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}",
         f"{verdict}: needs {gib(breakdown.required_bytes)} GiB of {gib(breakdown.capacity_bytes)} GiB, "
         f"headroom {gib(breakdown.headroom_bytes)} GiB",
+        *([f"why: {breakdown.reason}"] if breakdown.reason else []),
         f"predicted peak (torch.cuda.max_memory_allocated): {gib(breakdown.peak_allocated_bytes)} GiB "
         f"during {breakdown.peak_phase.replace('_', ' ')}",
         "",

@@ -44,6 +44,7 @@ class Breakdown(BaseModel):
     capacity_bytes: int
     headroom_bytes: int
     fits: bool
+    reason: str = ""  # why it does not fit, when one component or assumption dominates (vramplan.reasons)
     notes: tuple[str, ...] = ()
 
     def components(self) -> dict[str, int]:
