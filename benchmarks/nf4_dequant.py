@@ -371,6 +371,13 @@ def _print_table(result: dict) -> None:
     env = result["environment"]
     print(f"{env['device']} | torch {env['torch']} | triton {env['triton']} | bitsandbytes {env['bitsandbytes']}")
     print(f"copy roofline: {result['copy_gb_per_s']:.1f} GB/s ({result['mode']} mode)")
+    if result["rows"]:
+        _print_dequant_table(result)
+    if result["matmul_rows"]:
+        _print_matmul_table(result)
+
+
+def _print_dequant_table(result: dict) -> None:
     print("kernel exact: our kernel on bitsandbytes' quantized data vs its dequant (else vs our torch reference); "
           "quantizer: share of absmax codes / packed bytes equal to bitsandbytes' (a figure, not a check)")
     print(f"{'shape':>14} {'us':>10} {'GB/s':>9} {'% copy':>7} {'bnb us':>10} {'speedup':>8} {'kernel exact':>12} "
@@ -384,8 +391,6 @@ def _print_table(result: dict) -> None:
         quantizer = f"{agreement['absmax']:.4%} / {agreement['packed']:.4%}" if agreement else "-"
         print(f"{shape:>14} {row['us']:>10.1f} {row['gb_per_s']:>9.2f} {row['pct_of_copy']:>6.1f}% {bnb_us:>10} "
               f"{speedup:>8} {exact!s:>12} {quantizer:>23}")
-    if result["matmul_rows"]:
-        _print_matmul_table(result)
 
 
 def _print_matmul_table(result: dict) -> None:
