@@ -80,7 +80,7 @@ def run_cases(selected: list, out: Path | None, device: str, budget_s: float | N
     cases that already have a row in `out` are skipped. Stops after a CUDA error (see module doc)."""
     import torch
 
-    from validation.harness import run_case
+    from validation.harness import is_cuda_error, planned_row, run_case
 
     started = time.perf_counter()
     env = results.environment(device)
@@ -105,7 +105,13 @@ def run_cases(selected: list, out: Path | None, device: str, budget_s: float | N
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
             running_marker(out).write_text(case.case_id + "\n", encoding="utf-8")
-        row = run_case(case, torch.device(device), env)
+        try:
+            row = run_case(case, torch.device(device), env)
+        except Exception as exc:  # a CUDA error surfacing outside the case's own try (an async one)
+            if not is_cuda_error(exc):
+                raise
+            row = {**planned_row(case, torch.device(device), env)[0], "status": "cuda_error",
+                   "error": f"{type(exc).__name__}: {str(exc).strip()[:200]}"}
         slowest = max(slowest, float(row.get("seconds") or 0))
         if out is not None:
             results.append_row(out, row)

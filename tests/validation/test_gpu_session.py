@@ -222,3 +222,16 @@ def test_fetched_wheels_match_the_gpu_image():
 # What the GPU image already holds that the carried wheels need (KINDS.md's package list).
 IMAGE_PACKAGES = {"torch", "numpy", "packaging"}
 
+
+
+def test_a_cuda_error_outside_the_case_still_stops_and_is_recorded(monkeypatch, tmp_path):
+    """An asynchronous CUDA error can surface in the set-up around a case, not in its step."""
+    cases, out = smoke_cases()[:2], tmp_path / "rows.csv"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("CUDA error: unspecified launch failure")
+
+    monkeypatch.setattr(harness, "run_case", broken)
+    rows = runner.run_cases(cases, out, "cpu", echo=lambda text: None)
+    assert [r["status"] for r in rows] == ["cuda_error"]
+    assert _ids(out) == [(cases[0].case_id, "cuda_error")]
