@@ -150,9 +150,9 @@ def list_cases(chosen: list, echo=print) -> None:
     required / capacity (the same on any card)."""
     for index, case in enumerate(chosen, start=1):
         prediction = case_data.predict(case)
-        cap = (f" cap {case.memory_cap_bytes / GIB:5.2f} GiB, needs {prediction.required_over_capacity:.2f}x"
+        cap = (f" cap {case.memory_cap_bytes / GIB:5.2f} GiB + context: needs {prediction.required_over_capacity:.2f}x"
                if case.memory_cap_bytes else "")
-        echo(f"{index:>3} {case.case_id:<44} {case.run.method:<9} predicted {prediction.peak_bytes / GIB:6.2f} GiB "
+        echo(f"{index:>3} {case.case_id:<46} {case.run.method:<9} predicted {prediction.peak_bytes / GIB:6.2f} GiB "
              f"({prediction.peak_phase}){cap} {'fits' if prediction.fits else 'does not fit'}")
 
 

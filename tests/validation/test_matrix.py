@@ -96,7 +96,7 @@ def test_list_prints_the_cases_in_the_order_they_run():
     lines = []
     list_cases(chosen[:13], lines.append)
     assert [line.split()[1] for line in lines] == [c.case_id for c in chosen[:13]]
-    assert "cap  8.00 GiB, needs 1.37x does not fit" in lines[11]
+    assert "cap  8.00 GiB + context: needs 1.37x does not fit" in lines[11]
 
 
 def test_large_models_run_with_few_layers_and_full_finetuning_only_on_small_models():
