@@ -3,9 +3,10 @@
 `matrix.toml` has a `[defaults]` table and one `[[case]]` table per configuration. A case
 names a catalog model, optionally `layers` (an int, or a list: one run per layer count, the
 honest way to check a 7-9B model's per-layer and fixed terms on one GPU), a GPU profile, an
-optional `memory_fraction` (`torch.cuda.set_per_process_memory_fraction`, to test the "does
-not fit" verdict cheaply), and any RunConfig field. No torch here: the matrix test and the
-report run without it.
+optional `memory_cap_mib` (a fixed number of bytes the caching allocator may reserve, the same
+on any card, enforced with `torch.cuda.set_per_process_memory_fraction(cap / total_memory)`: a
+cheap test of the "does not fit" verdict), and any RunConfig field. No torch here: the matrix
+test and the report run without it.
 """
 from __future__ import annotations
 
@@ -17,7 +18,10 @@ from vramplan.errors import InputError, from_validation_error
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
 MATRIX_PATH = Path(__file__).resolve().parent / "matrix.toml"
-CASE_KEYS = {"id", "model", "layers", "gpu", "memory_fraction", "warmup_steps", "measured_steps", "note"}
+CASE_KEYS = {"id", "model", "layers", "gpu", "memory_cap_mib", "warmup_steps", "measured_steps", "note"}
+MIB = 2**20
+# A capped case must leave the planner no doubt: required at most 0.9x or at least 1.1x capacity.
+CAP_MARGIN = 0.10
 # Measured phase -> the planner phases it spans (the measured peak is the largest of them).
 PLANNER_PHASES = {
     "forward": ("forward",),
@@ -45,7 +49,7 @@ class Case:
     run: RunConfig
     layers: int | None = None
     gpu: str = "h100-sxm"
-    memory_fraction: float | None = None
+    memory_cap_bytes: int | None = None
     warmup_steps: int = 2
     measured_steps: int = 2
     note: str = ""
@@ -64,7 +68,7 @@ class Case:
         """Everything that defines the run, for the results' JSON column."""
         return {
             "case_id": self.case_id, "model": self.model, "layers": self.layers, "gpu": self.gpu,
-            "memory_fraction": self.memory_fraction, "warmup_steps": self.warmup_steps,
+            "memory_cap_bytes": self.memory_cap_bytes, "warmup_steps": self.warmup_steps,
             "measured_steps": self.measured_steps, "run": self.run.model_dump(mode="json"),
         }
 
@@ -94,14 +98,14 @@ def cases_from_table(table: dict, defaults: dict, where: str) -> list[Case]:
         raise InputError(f"{where}: {unknown[0]}",
                          f"is not a case key ({', '.join(sorted(CASE_KEYS))}) nor a RunConfig field")
     run = _make_run(run_fields, f"{where} ({merged['id']})")
-    fraction = merged.get("memory_fraction")
-    if fraction is not None and not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
-        raise InputError(f"{where}: memory_fraction", f"must be in (0, 1] (got {fraction!r})")
+    cap_mib = merged.get("memory_cap_mib")
+    if cap_mib is not None:
+        _positive_int(cap_mib, where, "memory_cap_mib")
     layers = merged.get("layers")
     layer_list = layers if isinstance(layers, list) else [layers]
     common = dict(
         model=merged["model"], run=run, gpu=merged.get("gpu", "h100-sxm"),
-        memory_fraction=None if fraction is None else float(fraction),
+        memory_cap_bytes=None if cap_mib is None else cap_mib * MIB,
         warmup_steps=_positive_int(merged.get("warmup_steps", 2), where, "warmup_steps"),
         measured_steps=_positive_int(merged.get("measured_steps", 2), where, "measured_steps"),
         note=str(merged.get("note", "")),
@@ -144,7 +148,7 @@ def matches(case: Case, term: str) -> bool:
         key = key.strip()
         if key in ("id", "case_id"):
             actual = case.case_id
-        elif key in ("model", "gpu", "layers", "memory_fraction"):
+        elif key in ("model", "gpu", "layers", "memory_cap_bytes"):
             actual = getattr(case, key)
         elif key in RunConfig.model_fields:
             actual = getattr(case.run, key)
@@ -187,18 +191,48 @@ class Prediction:
     capacity_bytes: int
     fits: bool
 
+    @property
+    def required_over_capacity(self) -> float:
+        """How far the verdict is from the edge: required / capacity (1.0 is the edge)."""
+        return self.required_bytes / self.capacity_bytes
+
 
 def planner_gpu(case: Case, device_total_bytes: int | None = None) -> GPUSpec:
     """The GPU the prediction is for: the case's profile, with the real device's total memory
     when known; under a memory cap, room for exactly the cap plus the CUDA context (the cap
-    limits the caching allocator; the context lies outside it)."""
+    limits the caching allocator; the context lies outside it), whatever the card."""
     from vramplan.gpus import get_gpu
 
     gpu = get_gpu(case.gpu)
     total = device_total_bytes or gpu.total_memory_bytes
-    if case.memory_fraction is not None:
-        total = int(case.memory_fraction * total) + gpu.cuda_context_bytes
+    if case.memory_cap_bytes is not None:
+        total = case.memory_cap_bytes + gpu.cuda_context_bytes
     return gpu.model_copy(update={"total_memory_bytes": total, "usable_fraction": 1.0})
+
+
+def memory_fraction(cap_bytes: int, device_total_bytes: int) -> float:
+    """The `torch.cuda.set_per_process_memory_fraction` argument that lets the caching allocator
+    reserve at most `cap_bytes` on a card of `device_total_bytes` (torch caps reserved memory at
+    fraction x total_memory, c10/cuda/CUDACachingAllocator.cpp `setMemoryFraction`)."""
+    if not 0 < cap_bytes <= device_total_bytes:
+        raise InputError("memory_cap_mib", f"{cap_bytes / MIB:.0f} MiB does not fit this card's "
+                                           f"{device_total_bytes / MIB:.0f} MiB")
+    return cap_bytes / device_total_bytes
+
+
+def run_order(cases: list[Case]) -> list[Case]:
+    """The order that keeps the most information if a run is cut short: first one case per
+    (architecture, method), then every capped case (the verdict check), then the variants;
+    matrix order within each tier."""
+    first: dict[tuple[str, str], Case] = {}
+    for case in cases:
+        key = (case.model_spec().architecture, case.run.method)
+        if case.memory_cap_bytes is None and key not in first:
+            first[key] = case
+    leading = list(first.values())
+    capped = [case for case in cases if case.memory_cap_bytes is not None]
+    chosen = {id(case) for case in (*leading, *capped)}
+    return leading + capped + [case for case in cases if id(case) not in chosen]
 
 
 def predict(case: Case, gpu: GPUSpec | None = None) -> Prediction:

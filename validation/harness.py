@@ -9,6 +9,13 @@ after it; per phase the largest over the measured steps is kept. Inference: `gen
 a KV cache (DynamicCache), greedy, exactly `max_new_tokens` new tokens.
 
 `torch.cuda.OutOfMemoryError` is a result (status=oom); on CPU (smoke) nothing is measured.
+Besides the allocator's peaks a row records what they cannot see: device memory in use outside
+the caching allocator (`torch.cuda.mem_get_info` in use minus `memory_reserved`: the CUDA
+context, loaded kernels and resident managed memory) at the case's start and its largest at a
+phase end, the size of bitsandbytes' paged (managed-memory) optimizer buffers, and what was
+still allocated / reserved when the case started (left over from an earlier case).
+A CUDA error other than OOM (`cuda_error`) leaves the context unusable: the runner stops and
+the session resumes in a fresh process.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import torch
 
 from validation import results
 from validation.build import BNB_OPTIMIZERS, TORCH_DTYPES, bitsandbytes_missing, build_model, make_optimizer
-from validation.cases import Case, planner_gpu, predict
+from validation.cases import Case, memory_fraction, planner_gpu, predict
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
 
@@ -33,6 +40,7 @@ class Probe:
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self.outside_peak = NAN  # largest device memory in use outside the allocator, at a reading
 
     def reset(self) -> None:
         if self.cuda:
@@ -43,6 +51,8 @@ class Probe:
         if not self.cuda:
             return {m: NAN for m in results.MEASURES}
         torch.cuda.synchronize()
+        outside = outside_allocator_bytes()
+        self.outside_peak = outside if math.isnan(self.outside_peak) else max(self.outside_peak, outside)
         return {"allocated": allocated(), "reserved": reserved(),
                 "active": torch.cuda.memory_stats().get(active_key, NAN)}
 
@@ -55,11 +65,37 @@ class Probe:
         return self._read(torch.cuda.memory_allocated, torch.cuda.memory_reserved, "active_bytes.all.current")
 
 
+def outside_allocator_bytes() -> int:
+    """Device memory in use that the caching allocator does not hold: (total - free) from
+    `cudaMemGetInfo` minus `memory_reserved`. In a fresh process, the CUDA context."""
+    free, total = torch.cuda.mem_get_info()
+    return total - free - torch.cuda.memory_reserved()
+
+
+def paged_bytes(optimizer) -> int:
+    """Bytes of bitsandbytes' paged optimizer state: buffers from `bitsandbytes.functional.get_paged`
+    (cudaMallocManaged, marked `is_paged`), invisible to `max_memory_allocated`."""
+    return sum(t.numel() * t.element_size() for state in optimizer.state.values() for t in state.values()
+               if isinstance(t, torch.Tensor) and getattr(t, "is_paged", False))
+
+
+def is_cuda_error(exc: BaseException) -> bool:
+    """A CUDA error that is not an OOM (illegal address, launch failure...): after one, the
+    process's CUDA context is unusable, so no later case in it can be trusted."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    accelerator_error = getattr(torch, "AcceleratorError", None)  # torch >= 2.8
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        return True
+    return "CUDA error" in str(exc)
+
+
 class PhaseRecord:
     """Largest reading per phase and measure."""
 
     def __init__(self):
         self.values: dict[str, dict[str, float]] = {}
+        self.paged_bytes: int | None = None  # bitsandbytes' paged optimizer buffers, after the last step
 
     def record(self, phase: str, reading: dict[str, float]) -> None:
         kept = self.values.setdefault(phase, {})
@@ -97,6 +133,7 @@ def _train(model, case: Case, device: torch.device, compute: torch.dtype, probe:
         optimizer.zero_grad(set_to_none=True)
         if measuring:
             record.record("optimizer", probe.peak())
+    record.paged_bytes = paged_bytes(optimizer)
 
 
 def _generate(model, case: Case, device: torch.device, probe: Probe, record: PhaseRecord):
@@ -133,37 +170,51 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
-def run_case(case: Case, device: str | torch.device = "cuda", env: dict | None = None) -> dict:
-    """Run `case` on `device` and return its results row (never raises for a failed run)."""
-    device = torch.device(device)
-    env = env if env is not None else results.environment(device.type)
+def planned_row(case: Case, device: torch.device, env: dict):
+    """The row's case, environment and prediction columns, and the planner's GPU (None when the
+    planner refused the case: the row then says why, status error)."""
     row = {
         **env, "case_id": case.case_id, "model": case.model, "layers": case.layers, "method": case.run.method,
-        "gpu": case.gpu, "memory_fraction": case.memory_fraction, "config_json": case.config_dict(),
+        "gpu": case.gpu, "memory_cap_bytes": case.memory_cap_bytes, "config_json": case.config_dict(),
     }
-    started = time.perf_counter()
     try:
         row["architecture"] = case.model_spec().architecture
         device_total = int(env["device_total_bytes"]) if device.type == "cuda" and env.get("device_total_bytes") else None
         gpu = planner_gpu(case, device_total)
         prediction = predict(case, gpu)
+        if case.memory_cap_bytes is not None and device_total:
+            row["memory_fraction"] = memory_fraction(case.memory_cap_bytes, device_total)
     except InputError as exc:
-        return {**row, "status": "error", "error": f"planner: {exc}"}
+        return {**row, "status": "error", "error": f"planner: {exc}"}, None
     row.update({
         "predicted_peak_bytes": prediction.peak_bytes, "predicted_peak_phase": prediction.peak_phase,
         "predicted_required_bytes": prediction.required_bytes, "predicted_capacity_bytes": prediction.capacity_bytes,
         "predicted_fits": prediction.fits,
         **{f"predicted_{phase}_bytes": value for phase, value in prediction.phase_bytes.items()},
     })
+    return row, gpu
+
+
+def run_case(case: Case, device: str | torch.device = "cuda", env: dict | None = None) -> dict:
+    """Run `case` on `device` and return its results row (never raises for a failed run)."""
+    device = torch.device(device)
+    env = env if env is not None else results.environment(device.type)
+    started = time.perf_counter()
+    row, gpu = planned_row(case, device, env)
+    if gpu is None:
+        return row
     if case.run.optimizer in BNB_OPTIMIZERS and (reason := bitsandbytes_missing()):
         return {**row, "status": "not_measured", "error": reason}
 
-    probe, record = Probe(device), PhaseRecord()
+    probe, record, held = Probe(device), PhaseRecord(), {}
     status, error = ("ok" if probe.cuda else "smoke"), ""
     if probe.cuda:
+        gc.collect()
         torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(case.memory_fraction or 1.0)
+        torch.cuda.set_per_process_memory_fraction(row.get("memory_fraction") or 1.0)
         torch.cuda.reset_peak_memory_stats()
+        held.update(start_allocated=torch.cuda.memory_allocated(), start_reserved=torch.cuda.memory_reserved(),
+                    outside_start=outside_allocator_bytes())
     try:
         _execute(case, device, gpu, probe, record)
     except torch.cuda.OutOfMemoryError as exc:
@@ -172,10 +223,10 @@ def run_case(case: Case, device: str | torch.device = "cuda", env: dict | None =
             record.record("oom", {"allocated": torch.cuda.max_memory_allocated(),
                                   "reserved": torch.cuda.max_memory_reserved(), "active": NAN})
     except Exception as exc:  # a failed build or step (UnsupportedCase included) is a result too
-        status, error = "error", _first_line(exc)
+        status, error = ("cuda_error" if is_cuda_error(exc) else "error"), _first_line(exc)
     finally:
         gc.collect()
-        if probe.cuda:
+        if probe.cuda and status != "cuda_error":
             torch.cuda.empty_cache()
             torch.cuda.set_per_process_memory_fraction(1.0)
 
@@ -187,6 +238,13 @@ def run_case(case: Case, device: str | torch.device = "cuda", env: dict | None =
     row["measured_peak_bytes"] = _as_int(record.peak("allocated", step_phases))
     row["measured_peak_reserved_bytes"] = _as_int(record.peak("reserved", step_phases))
     row["measured_peak_active_bytes"] = _as_int(record.peak("active", step_phases))
+    row.update({
+        "measured_start_allocated_bytes": held.get("start_allocated"),
+        "measured_start_reserved_bytes": held.get("start_reserved"),
+        "measured_outside_allocator_start_bytes": held.get("outside_start"),
+        "measured_outside_allocator_peak_bytes": _as_int(probe.outside_peak),
+        "measured_paged_bytes": record.paged_bytes if probe.cuda else None,
+    })
     return row
 
 

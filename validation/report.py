@@ -134,7 +134,7 @@ def summarize(rows: list[dict], worst: int = 5) -> Summary:
                    row.get("predicted_peak_phase", "")] for row in ranked]
     sources = sorted({row.get("source", "") for row in rows if row.get("source")})
     failures = [[row.get("case_id", ""), row["status"], row.get("error", "")] for row in rows
-                if row.get("status") in ("error", "not_measured")]
+                if row.get("status") in ("error", "cuda_error", "not_measured")]
     return Summary(counts, groups, overall, phases, verdict, _scaling_rows(ok), worst_rows, reserved, sources,
                    failures)
 

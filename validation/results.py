@@ -8,8 +8,18 @@ prediction for that phase; and the step's peak and the planner's peak and verdic
 
 "load" is what is allocated once the model is built and prepared (current, not a peak);
 every other phase is a peak between `reset_peak_memory_stats()` and the phase's end, the
-largest over the measured steps. Status: ok, oom, error, not_measured (e.g. bitsandbytes
+largest over the measured steps. Status: ok, oom, error, cuda_error (a CUDA error other than
+OOM: the runner stops, the session resumes in a fresh process), not_measured (e.g. bitsandbytes
 absent) or smoke (CPU run: measured columns empty, nothing claimed). No torch at import.
+
+What the allocator's numbers cannot see has its own columns: `cuda_context_bytes` (device
+memory in use outside the caching allocator right after CUDA starts in this process: `total -
+free` from `torch.cuda.mem_get_info` minus `memory_reserved`), the same at the case's start and
+its largest at a phase end (`measured_outside_allocator_*`: context, loaded kernels, resident
+managed memory), bitsandbytes' paged optimizer buffers (`measured_paged_bytes`, managed memory),
+and what was allocated / reserved when the case started (`measured_start_*`: left over from an
+earlier case). Under a memory cap, `memory_cap_bytes` is the cap and `memory_fraction` the
+`set_per_process_memory_fraction` argument it became on this card.
 """
 from __future__ import annotations
 
@@ -23,16 +33,17 @@ from vramplan.errors import InputError
 from vramplan.results_files import csv_files
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-STATUSES = ("ok", "oom", "error", "not_measured", "smoke")
+STATUSES = ("ok", "oom", "error", "cuda_error", "not_measured", "smoke")
 PHASES = ("load", "forward", "backward", "optimizer", "generate")
 MEASURES = ("allocated", "reserved", "active")
 
 ENV_COLUMNS = (
-    "date", "device_name", "device_total_bytes", "driver", "cuda", "torch", "triton",
+    "date", "device_name", "device_total_bytes", "cuda_context_bytes", "driver", "cuda", "torch", "triton",
     "transformers", "peft", "bitsandbytes", "python",
 )
 CASE_COLUMNS = (
-    "case_id", "model", "architecture", "layers", "method", "gpu", "memory_fraction", "status", "error",
+    "case_id", "model", "architecture", "layers", "method", "gpu", "memory_cap_bytes", "memory_fraction", "status",
+    "error",
     "seconds", "config_json",
 )
 PEAK_COLUMNS = (
@@ -45,7 +56,11 @@ PHASE_COLUMNS = tuple(
     for phase in PHASES
     for column in (*(f"measured_{phase}_{m}_bytes" for m in MEASURES), f"predicted_{phase}_bytes")
 )
-COLUMNS = ENV_COLUMNS + CASE_COLUMNS + PEAK_COLUMNS + PHASE_COLUMNS
+HELD_COLUMNS = (
+    "measured_start_allocated_bytes", "measured_start_reserved_bytes", "measured_outside_allocator_start_bytes",
+    "measured_outside_allocator_peak_bytes", "measured_paged_bytes",
+)
+COLUMNS = ENV_COLUMNS + CASE_COLUMNS + PEAK_COLUMNS + PHASE_COLUMNS + HELD_COLUMNS
 
 
 def _version(module_name: str) -> str:
@@ -66,11 +81,13 @@ def environment(device: str = "cuda") -> dict:
         "torch": torch.__version__, "cuda": torch.version.cuda or "",
         "triton": _version("triton"), "transformers": _version("transformers"), "peft": _version("peft"),
         "bitsandbytes": _version("bitsandbytes"), "python": platform.python_version(),
-        "device_name": "cpu", "device_total_bytes": "", "driver": "",
+        "device_name": "cpu", "device_total_bytes": "", "cuda_context_bytes": "", "driver": "",
     }
     if device == "cuda" and torch.cuda.is_available():
         env["device_name"] = torch.cuda.get_device_name(0)
         env["device_total_bytes"] = torch.cuda.get_device_properties(0).total_memory
+        free, total = torch.cuda.mem_get_info()  # starts the CUDA context if nothing has yet
+        env["cuda_context_bytes"] = total - free - torch.cuda.memory_reserved()
         env["driver"] = _driver_version()
     return env
 
@@ -136,6 +153,15 @@ def append_row(path: str | Path, row: dict) -> None:
             writer.writerow(COLUMNS)
         writer.writerow([_cell(row.get(column)) for column in COLUMNS])
         handle.flush()
+
+
+def done_case_ids(path: str | Path) -> set[str]:
+    """Case ids that already have a row in `path` (none when it does not exist yet)."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {row["case_id"] for row in csv.DictReader(handle) if row.get("case_id")}
 
 
 def read_rows(paths) -> list[dict]:

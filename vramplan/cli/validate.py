@@ -70,6 +70,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop starting new cases when the next might end after this many seconds")
     parser.add_argument("--smoke", action="store_true", help="CPU smoke run on a tiny model; nothing measured")
     parser.add_argument("--list", action="store_true", help="list the selected cases and their predictions, run nothing")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the cases that already have a row in --out (after a CUDA error or a crash)")
 
 
 def run(args) -> int:
