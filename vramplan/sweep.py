@@ -50,7 +50,7 @@ def _sizes(values, default: int, name: str) -> np.ndarray:
 
 def grid_peaks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, batch, seq, rank):
     """(peak_allocated, required) arrays of shape (len(batch), len(seq), len(rank)) for one run."""
-    dtypes = resolve_dtypes(run, gpu)
+    dtypes = resolve_dtypes(run, gpu, model)
     b = np.asarray(batch, dtype=np.int64)[:, None, None]
     s = np.asarray(seq, dtype=np.int64)[None, :, None]
     r = np.asarray(rank, dtype=np.int64)[None, None, :]

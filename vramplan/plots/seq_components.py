@@ -57,7 +57,7 @@ def seq_components(model, gpu, run, seq_lens) -> SeqComponents:
     from vramplan.memory.plan import ALLOCATED_COMPONENTS, phase_components, phase_totals
 
     seq_lens = np.asarray(seq_lens, dtype=np.int64)
-    phases = phase_components(model, gpu, run, resolve_dtypes(run, gpu), seq_len=seq_lens)
+    phases = phase_components(model, gpu, run, resolve_dtypes(run, gpu, model), seq_len=seq_lens)
     names = list(phases)
     shape = seq_lens.shape
     totals = np.vstack([np.broadcast_to(total, shape) for total in phase_totals(phases).values()])
