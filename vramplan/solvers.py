@@ -62,50 +62,73 @@ def _check_margin(margin_bytes: int) -> int:
     return int(margin_bytes)
 
 
-def _fits_scalar(model, gpu, run, dtypes, margin_bytes, field, value) -> bool:
+def _required_scalar(model, gpu, run, dtypes, field, value) -> int:
+    """`required_bytes` of the run with one size set to `value` (the scalar path: no numpy)."""
     peak = peak_allocated_bytes(model, gpu, run, dtypes, **{field: int(value)})
-    return required_bytes(int(peak), run, gpu) + margin_bytes <= gpu.capacity_bytes
+    return int(required_bytes(int(peak), run, gpu))
 
 
-def largest_fitting_in(fits, low: int, high: int) -> int:
-    """Largest x in [low, high] with fits(x) for a fits() that turns False once and stays False
-    on that interval; low - 1 when fits(low) is False. Galloping from `low`, then bisection."""
-    if low > high or not fits(low):
+def largest_fitting_in(need, budget: int, low: int, high: int) -> int:
+    """Largest x in [low, high] with need(x) <= budget, for a need() that never decreases on
+    [low, high]; low - 1 when even low does not fit.
+
+    Galloping from `low` (steps double, or jump to where the last two points extrapolate the
+    budget) brackets the answer; then the bracket shrinks by interpolation on the bytes,
+    alternating with bisection whenever a step did not halve it, so at most about
+    4 log2(high - low) plans and usually a handful. Every probe is a real plan, so the
+    answer is exact: need(x) <= budget and need(x + 1) > budget (or x is high).
+    """
+    if low > high:
+        return low - 1
+    need_good = need(low)
+    if need_good > budget:
         return low - 1
     good, step = low, 1
-    while True:  # gallop: good fits; probe good + step
+    while True:  # gallop until a probe does not fit
         probe = min(good + step, high)
         if probe == good:
             return good
-        if not fits(probe):
-            bad = probe
+        need_probe = need(probe)
+        if need_probe > budget:
+            bad, need_bad = probe, need_probe
             break
-        good, step = probe, step * 2
+        slope = (need_probe - need_good) / (probe - good)
+        jump = int((budget - need_probe) / slope) + 1 if slope > 0 else 0
+        good, need_good = probe, need_probe
+        step = max(2 * step, jump)
+    bisect = False
     while bad - good > 1:  # invariant: good fits, bad does not
-        middle = (good + bad) // 2
-        if fits(middle):
-            good = middle
+        width = bad - good
+        if bisect or need_bad == need_good:
+            middle = (good + bad) // 2
         else:
-            bad = middle
+            guess = good + int((budget - need_good) * width / (need_bad - need_good))
+            middle = min(max(guess, good + 1), bad - 1)
+        need_middle = need(middle)
+        if need_middle <= budget:
+            good, need_good = middle, need_middle
+        else:
+            bad, need_bad = middle, need_middle
+        bisect = not bisect and 2 * (bad - good) > width
     return good
 
 
 def _solve(field, model, gpu, run, limit, margin_bytes) -> int:
     model, gpu = resolve_specs(model, gpu)
     run = _run_or_default(run)
-    margin_bytes = _check_margin(margin_bytes)
+    budget = gpu.capacity_bytes - _check_margin(margin_bytes)
     limit = int(limit)
     if limit < 1:
         return 0
     dtypes = resolve_dtypes(run, gpu, model)
 
-    def fits(value):
-        return _fits_scalar(model, gpu, run, dtypes, margin_bytes, field, value)
+    def need(value):
+        return _required_scalar(model, gpu, run, dtypes, field, value)
 
     if field != "lora_rank":
-        return max(0, largest_fitting_in(fits, 1, limit))
+        return max(0, largest_fitting_in(need, budget, 1, limit))
     for low, high in reversed(rank_segments(model, run, dtypes, limit)):
-        best = largest_fitting_in(fits, low, high)
+        best = largest_fitting_in(need, budget, low, high)
         if best >= low:
             return best
     return 0
