@@ -41,7 +41,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         trainable = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, dtypes.moe_experts))
     paged = int(paged_optimizer_bytes(model, run, dtypes))
     headroom = capacity - required - margin_bytes
-    blocked_by = _blocked_by(gpu, run, dtypes)
+    blocked = blocked_by(gpu, run, dtypes)
     return Breakdown(
         model=model.name,
         gpu=gpu.name,
@@ -61,8 +61,8 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         capacity_bytes=capacity,
         margin_bytes=margin_bytes,
         headroom_bytes=headroom,
-        fits=headroom >= 0 and not blocked_by,
-        blocked_by=blocked_by,
+        fits=headroom >= 0 and not blocked,
+        blocked_by=blocked,
         warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
         notes=tuple(_notes(model, gpu, run, dtypes, required, paged, capacity)),
     )
@@ -72,7 +72,7 @@ LOW_HEADROOM_FRACTION = 0.05
 BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit"})
 
 
-def _blocked_by(gpu, run, dtypes) -> str:
+def blocked_by(gpu, run, dtypes) -> str:
     """Why this GPU cannot run the plan at all, or "": bitsandbytes' 4-/8-bit kernels and its
     8-bit/paged optimizers are CUDA (and ROCm) builds; Apple silicon has neither."""
     if gpu.vendor != "apple":
@@ -185,4 +185,4 @@ def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", *, margi
     return plan(model_spec, gpu_spec, make_run(**run_fields), margin_bytes=margin_bytes_from(margin))
 
 
-__all__ = ["InputError", "estimate", "make_run", "margin_bytes_from", "plan"]
+__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan"]

@@ -121,6 +121,10 @@ def _solve(field, model, gpu, run, limit, margin_bytes) -> int:
     if limit < 1:
         return 0
     dtypes = resolve_dtypes(run, gpu, model)
+    from vramplan.estimate import blocked_by
+
+    if blocked_by(gpu, run, dtypes):  # the GPU cannot run it at any size (plan says why)
+        return 0
 
     def need(value):
         return _required_scalar(model, gpu, run, dtypes, field, value)
