@@ -47,7 +47,6 @@ def split_list(text: str, flag: str) -> list[str]:
 def compare_row(name: str, model, gpu, run, margin_bytes: int = 0) -> dict:
     """One row: the plan's verdict and numbers, and the largest batch and sequence that fit."""
     from vramplan.errors import InputError
-    from vramplan.cli.fit import verdict_word
     from vramplan.estimate import plan
     from vramplan.solvers import max_micro_batch, max_seq_len
 
@@ -56,7 +55,7 @@ def compare_row(name: str, model, gpu, run, margin_bytes: int = 0) -> dict:
     except InputError as exc:  # this model/GPU cannot run it at all (e.g. bf16 on a T4)
         return {"name": name, "verdict": "n/a", "note": str(exc)}
     return {
-        "name": name, "verdict": verdict_word(result),
+        "name": name, "verdict": result.verdict,
         "peak_allocated_bytes": result.peak_allocated_bytes, "required_bytes": result.required_bytes,
         "capacity_bytes": result.capacity_bytes, "headroom_bytes": result.headroom_bytes,
         "max_micro_batch": max_micro_batch(model, gpu, run, margin_bytes=margin_bytes),

@@ -85,14 +85,8 @@ def breakdown_json(breakdown, simulation=None) -> str:
     return json.dumps(data, indent=2)
 
 
-def verdict_word(breakdown) -> str:
-    if breakdown.fits:
-        return "FITS"
-    return "CANNOT RUN HERE" if breakdown.blocked_by else "DOES NOT FIT"
-
-
 def render(breakdown) -> str:
-    verdict = "memory alone" if breakdown.blocked_by else verdict_word(breakdown)
+    verdict = "memory alone" if breakdown.blocked_by else breakdown.verdict
     margin = f", keeping {gib(breakdown.margin_bytes)} GiB free" if breakdown.margin_bytes else ""
     lines = [
         f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}",

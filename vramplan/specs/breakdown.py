@@ -58,6 +58,13 @@ class Breakdown(BaseModel):
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
 
+    @property
+    def verdict(self) -> str:
+        """FITS, DOES NOT FIT (memory) or CANNOT RUN HERE (`blocked_by`): the word every shell prints."""
+        if self.fits:
+            return "FITS"
+        return "CANNOT RUN HERE" if self.blocked_by else "DOES NOT FIT"
+
     def __repr__(self) -> str:
         verdict = "fits" if self.fits else ("cannot run" if self.blocked_by else "does not fit")
         return (f"Breakdown({self.model} on {self.gpu}, {self.run.method}: {verdict}, "
