@@ -92,3 +92,15 @@ def test_simulate_json_carries_the_simulation(capsys):
     simulation = data["simulation"]
     assert simulation["peak_bytes"] > 0 and simulation["peak_phase"] in simulation["phase_peaks"]
     assert simulation["categories_at_peak"] == simulation["phase_categories"][simulation["peak_phase"]]
+
+
+def test_report_figure_and_verdict_agree_on_the_longest_sequence():
+    from vramplan.catalog import get_model
+    from vramplan.estimate import make_run
+    from vramplan.gpus import get_gpu
+    from vramplan.plots.seq_components import seq_components, seq_grid
+
+    model, gpu, run = get_model("13b"), get_gpu("t4"), make_run(seq_len=4096)
+    data = seq_components(model, gpu, run, seq_grid(128, 8192, 48))  # the report's figure data
+    assert estimate("13b", "t4", seq_len=4096).fits
+    assert data.max_seq_len == solvers.max_seq_len(model, gpu, run) == 4301

@@ -99,7 +99,7 @@ def seq_components_figure(data: SeqComponents):
             axes.text(seq, top * 0.97, f" {component_label(name)}\n largest from {short_count(seq)}",
                       fontsize=8, va="top", ha="left",
                       bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5})
-    fit_text = f"fits up to seq {data.max_seq_len} (solved)" if data.max_seq_len else "does not fit at any length"
+    fit_text = f"fits up to seq {data.max_seq_len}, solved" if data.max_seq_len else "does not fit at any length"
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_formatter(lambda value, _pos: short_count(value))
     axes.set_xlim(data.seq_lens[0], data.seq_lens[-1])
