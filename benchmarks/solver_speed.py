@@ -3,7 +3,8 @@
 Targets on the 2-core development machine: at least 1,000,000 configurations/s for a
 batch x seq x rank grid (`vramplan.sweep.count_fitting`, the lean path, and `sweep`, which
 also builds the row columns), and under 5 ms for one `max_micro_batch` / `max_seq_len` /
-`max_lora_rank` call (median of many). Figures only; nothing here asserts a time.
+`max_lora_rank` call (median of many; the solvers run the scalar, numpy-free path of the model).
+Figures only; nothing here asserts a time.
 
     python benchmarks/solver_speed.py            # full
     python benchmarks/solver_speed.py --quick    # a smoke run (tests use it)

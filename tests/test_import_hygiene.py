@@ -4,20 +4,28 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "triton", "transformers", "pandas", "matplotlib", "textual", "rich", "numpy")
 
-PROBE = f"""
+PROBE = """
 import sys
 from vramplan.cli.main import build_parser, main
 build_parser()  # every command registered
-code = main(["fit", "--model", "13b", "--gpu", "t4", "--json"])
-loaded = [name for name in {HEAVY!r} if name in sys.modules]
+code = main(ARGS)
+loaded = [name for name in HEAVY if name in sys.modules]
 print("LOADED", loaded)
 """
 
 
-def test_fit_imports_no_heavy_library():
-    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("args", [
+    ["fit", "--model", "13b", "--gpu", "t4"],  # the default command: verdict, table and room to spare
+    ["fit", "--model", "13b", "--gpu", "t4", "--json"],
+    ["fit", "--model", "70b", "--gpu", "t4"],  # does not fit: the advice path
+])
+def test_fit_imports_no_heavy_library(args):
+    probe = PROBE.replace("ARGS", repr(args)).replace("HEAVY", repr(HEAVY))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "LOADED []", done.stdout[-300:]
 

@@ -44,7 +44,7 @@ def test_nf4_odd_sizes_round_up_blocks_and_bytes():
 
 def test_llama2_7b_nf4_double_quant_weights():
     run = make_run(method="qlora")
-    dtypes = resolve_dtypes(run, A100)
+    dtypes = resolve_dtypes(run, A100, LLAMA2_7B)
     static = base_weight_bytes(LLAMA2_7B, run, dtypes)
     layers = 32
     packed = sum(n // 2 for n in LLAMA2_7B_LINEARS) * layers
@@ -121,7 +121,7 @@ def test_sgd_and_adafactor_states():
 
 def test_kv_cache_uses_key_value_heads_not_attention_heads():
     run = make_run(method="inference", micro_batch_size=2, seq_len=1000, max_new_tokens=24)
-    dtypes = resolve_dtypes(run, A100)
+    dtypes = resolve_dtypes(run, A100, LLAMA31_8B)
     expected = 2 * 32 * 2 * 1024 * (8 * 128) * 2  # K and V, layers, batch, tokens, kv heads x head_dim, bf16
     assert kv_cache.kv_cache_bytes(LLAMA31_8B, dtypes, 2, 1024) == expected
     phases = phase_components(LLAMA31_8B, A100, run, dtypes)
@@ -130,7 +130,7 @@ def test_kv_cache_uses_key_value_heads_not_attention_heads():
 
 def test_logits_and_loss_for_a_128k_vocabulary():
     run = make_run(method="qlora", micro_batch_size=2, seq_len=1024)
-    dtypes = resolve_dtypes(run, A100)
+    dtypes = resolve_dtypes(run, A100, LLAMA31_8B)
     forward, backward = logits.logits_loss_bytes(LLAMA31_8B, run, dtypes, 2, 1024)
     tokens, vocab = 2048, 128256
     lm_head_copy = vocab * 4096 * 2  # fp32 lm_head cast to bf16 by autocast, saved by matmul
@@ -144,7 +144,7 @@ def test_logits_and_loss_for_a_128k_vocabulary():
 def test_sdpa_has_no_quadratic_term_and_eager_does():
     run = make_run(method="qlora", attention="sdpa")
     eager = make_run(method="qlora", attention="eager")
-    dtypes = resolve_dtypes(run, A100)
+    dtypes = resolve_dtypes(run, A100, LLAMA2_7B)
     sdpa_1k = sum(activations.saved_bytes_per_token(LLAMA2_7B, run, dtypes, 1024).values())
     sdpa_8k = sum(activations.saved_bytes_per_token(LLAMA2_7B, run, dtypes, 8192).values())
     eager_1k = sum(activations.saved_bytes_per_token(LLAMA2_7B, eager, dtypes, 1024).values())
@@ -156,7 +156,7 @@ def test_sdpa_has_no_quadratic_term_and_eager_does():
 
 def test_gradient_checkpointing_keeps_one_hidden_state_per_layer():
     run = make_run(method="qlora", micro_batch_size=2, seq_len=1024, gradient_checkpointing=True)
-    dtypes = resolve_dtypes(run, A100)
+    dtypes = resolve_dtypes(run, A100, LLAMA2_7B)
     phases = phase_components(LLAMA2_7B, A100, run, dtypes)
     held = 32 * 2 * 1024 * 4096 * 4  # fp32 residual stream after k-bit preparation
     final_norm = 2 * 1024 * (4 * 4096 + 4)  # the final RMSNorm's saved fp32 input and rstd
@@ -188,7 +188,7 @@ def estimate_peak(model: str, method: str) -> int:
 def test_gguf_q4_k_m_matches_llama_cpp_size_for_llama2_7b():
     # llama.cpp's published Llama-2-7B Q4_K_M file: 4.08 GB (3.80 GiB) for 6.74 B params.
     run = make_run(method="inference", weight_format="gguf-q4_k_m")
-    static = base_weight_bytes(LLAMA2_7B, run, resolve_dtypes(run, A100))
+    static = base_weight_bytes(LLAMA2_7B, run, resolve_dtypes(run, A100, LLAMA2_7B))
     total = static.quantized_weights + static.float_weights
     assert total == pytest.approx(4.08e9, rel=0.02)
 

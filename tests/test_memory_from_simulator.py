@@ -12,7 +12,7 @@ GiB = 2**30
 def _phases(model, **fields):
     gpu = get_gpu("h100")
     run = make_run(**fields)
-    return phase_components(get_model(model), gpu, run), resolve_dtypes(run, gpu), run
+    return phase_components(get_model(model), gpu, run), resolve_dtypes(run, gpu, get_model(model)), run
 
 
 def test_full_finetuning_loss_backward_holds_the_head_weight_gradient_in_two_dtypes():

@@ -116,7 +116,7 @@ def build_model(spec: ModelSpec, run: RunConfig, gpu: GPUSpec, device: torch.dev
     """The prepared model for `run` on `device`: quantized/LoRA/full/inference as asked."""
     from transformers import AutoModelForCausalLM
 
-    dtypes = resolve_dtypes(run, gpu)
+    dtypes = resolve_dtypes(run, gpu, spec)
     if dtypes.base_quantized and dtypes.weight_format not in QUANT_TYPES:
         raise UnsupportedCase(f"weight format {dtypes.weight_format}: the harness quantizes nf4/fp4 only")
     config = hf_config(spec, run.attention)

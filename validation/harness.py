@@ -156,7 +156,7 @@ def _generate(model, case: Case, device: torch.device, probe: Probe, record: Pha
 
 def _execute(case: Case, device: torch.device, gpu, probe: Probe, record: PhaseRecord) -> None:
     """Build, prepare, run. Everything large lives in this frame and dies with it."""
-    dtypes = resolve_dtypes(case.run, gpu)
+    dtypes = resolve_dtypes(case.run, gpu, case.model_spec())
     model = build_model(case.model_spec(), case.run, gpu, device)
     record.record("load", probe.current())
     if case.run.trains:

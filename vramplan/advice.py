@@ -496,7 +496,7 @@ def advise(model: ModelSpec, gpu: GPUSpec, run: RunConfig, limit: int = 8) -> li
 
 def spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown | None = None) -> list[Advice]:
     """For a run that fits: how far batch, sequence and rank can grow, and checkpointing off if it fits."""
-    from vramplan.solvers import max_lora_rank, max_micro_batch, max_seq_len
+    from vramplan.solvers import describe_rounded, max_lora_rank, max_micro_batch, max_seq_len
 
     base = base or _plan(model, gpu, run)
     hints = []
@@ -504,15 +504,18 @@ def spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown |
     if batch > run.micro_batch_size:
         hints.append(_Change(("batch",), f"micro-batch up to {batch} fits (from {run.micro_batch_size})",
                              f"--batch {batch}", run.model_copy(update={"micro_batch_size": batch})))
-    seq = max_seq_len(model, gpu, run, limit=max(run.seq_len, model.max_position_embeddings))
+    exact_seq = max_seq_len(model, gpu, run)
+    seq = min(exact_seq, max(run.seq_len, model.max_position_embeddings))
     if seq > run.seq_len:
-        whole = ", the model's whole context" if seq >= model.max_position_embeddings else ""
-        hints.append(_Change(("seq",), f"sequences up to {seq} tokens fit (from {run.seq_len}{whole})",
+        shown = describe_rounded(seq, exact_seq, "the model's context window")
+        hints.append(_Change(("seq",), f"sequences up to {shown} tokens fit (from {run.seq_len})",
                              f"--seq {seq}", run.model_copy(update={"seq_len": seq})))
     if run.uses_lora:
-        rank = _power_of_two_floor(max_lora_rank(model, gpu, run, limit=1024))
+        exact_rank = max_lora_rank(model, gpu, run)
+        rank = _power_of_two_floor(exact_rank)
         if rank > run.lora_rank:
-            hints.append(_Change(("rank",), f"LoRA rank up to {rank} fits (from {run.lora_rank})",
+            shown = describe_rounded(rank, exact_rank, "power of two")
+            hints.append(_Change(("rank",), f"LoRA rank up to {shown} fits (from {run.lora_rank})",
                                  f"--rank {rank}", run.model_copy(update={"lora_rank": rank})))
     if run.trains and run.gradient_checkpointing:
         hints.append(_Change(("checkpointing",), "gradient checkpointing off still fits (faster steps)",

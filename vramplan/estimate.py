@@ -22,8 +22,11 @@ def make_run(**fields) -> RunConfig:
         raise from_validation_error(exc) from None
 
 
-def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
-    """The full Breakdown for resolved specs."""
+def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 0) -> Breakdown:
+    """The full Breakdown for resolved specs; it fits when required + `margin_bytes` <= capacity
+    and the GPU can run the plan's kernels at all (`blocked_by` says why not)."""
+    if margin_bytes < 0:
+        raise InputError("margin", f"must be zero or more bytes (got {margin_bytes})")
     dtypes = resolve_dtypes(run, gpu, model)
     phases = phase_components(model, gpu, run, dtypes)
     totals = {name: int(total) for name, total in phase_totals(phases).items()}
@@ -38,7 +41,9 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
     elif run.uses_lora:
         trainable = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, dtypes.moe_experts))
     paged = int(paged_optimizer_bytes(model, run, dtypes))
-    reason = leading_reason(model, gpu, run, dtypes, phases[peak_phase], required, capacity)
+    headroom = capacity - required - margin_bytes
+    blocked = blocked_by(gpu, run, dtypes)
+    reason = leading_reason(model, gpu, run, dtypes, phases[peak_phase], required, capacity - margin_bytes)
     return Breakdown(
         model=model.name,
         gpu=gpu.name,
@@ -56,11 +61,57 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
         paged_optimizer_bytes=paged,
         required_bytes=required,
         capacity_bytes=capacity,
-        headroom_bytes=capacity - required,
-        fits=required <= capacity,
+        margin_bytes=margin_bytes,
+        headroom_bytes=headroom,
+        fits=headroom >= 0 and not blocked,
+        blocked_by=blocked,
         reason=reason,
+        warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
         notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
     )
+
+
+LOW_HEADROOM_FRACTION = 0.05
+BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit"})
+
+
+def blocked_by(gpu, run, dtypes) -> str:
+    """Why this GPU cannot run the plan at all, or "": bitsandbytes' 4-/8-bit kernels and its
+    8-bit/paged optimizers are CUDA (and ROCm) builds; Apple silicon has neither."""
+    if gpu.vendor != "apple":
+        return ""
+    uses = []
+    if dtypes.weight_format in BNB_FORMATS:
+        uses.append(f"{dtypes.weight_format} weights")
+    if run.trains and run.optimizer in BNB_OPTIMIZERS:
+        uses.append(f"the {run.optimizer} optimizer")
+    if not uses:
+        return ""
+    return (f"bitsandbytes ({' and '.join(uses)}) is not available on {gpu.name} (no CUDA): "
+            "use --method lora with a 16-bit base and --optimizer adamw, or a CUDA GPU")
+
+
+def _warnings(model, gpu, run, headroom, capacity):
+    tokens = run.seq_len + (0 if run.trains else run.max_new_tokens)
+    if tokens > model.max_position_embeddings:
+        yield (f"{tokens} tokens exceed {model.name}'s context window of {model.max_position_embeddings} "
+               "(max_position_embeddings); longer needs RoPE scaling")
+    if run.attention == "flash_attention_2" and _no_flash_attention_2(gpu):
+        yield (f"flash_attention_2 needs an Ampere or newer NVIDIA GPU (compute capability >= 8.0); "
+               f"{gpu.name} cannot run it: use --attention sdpa")
+    if 0 <= headroom < LOW_HEADROOM_FRACTION * capacity:
+        yield (f"headroom {headroom / 2**30:.2f} GiB is under {LOW_HEADROOM_FRACTION:.0%} of capacity: "
+               "another process, a longer sample or a library update can tip it over (--margin keeps room free)")
+
+
+def _no_flash_attention_2(gpu) -> bool:
+    """flash-attn 2 builds for sm80+ only (Turing, Volta and older cannot); Apple has no CUDA."""
+    if gpu.vendor == "apple":
+        return True
+    if gpu.vendor != "nvidia" or not gpu.compute_capability:
+        return False
+    major = gpu.compute_capability.split(".")[0]
+    return major.isdigit() and int(major) < 8
 
 
 def _notes(model, gpu, run, dtypes, required, paged, capacity):
@@ -103,19 +154,38 @@ def _moe_notes(model, run, dtypes):
                "and router are not nn.Linear (peft's own target_parameters conversion of them is not modelled)")
 
 
-def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", **run_fields) -> Breakdown:
+def margin_bytes_from(margin) -> int:
+    """Bytes of a margin given as an int (bytes) or a size string like "1GiB" (the --gpu size syntax)."""
+    if margin is None:
+        return 0
+    if isinstance(margin, int) and not isinstance(margin, bool):
+        if margin < 0:
+            raise InputError("margin", f"must be zero or more bytes (got {margin})")
+        return margin
+    from vramplan.gpus import parse_size
+
+    text = str(margin).strip()
+    value = 0 if text in ("0", "") else parse_size(text)
+    if value is None:
+        raise InputError("margin", f"give a size like 1GiB, 500MiB or 2GB (got {margin!r})")
+    return value
+
+
+def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", *, margin=None,
+             **run_fields) -> Breakdown:
     """Plan a run: `vramplan.estimate(model="13b", gpu="t4", method="qlora", seq_len=1024)`.
 
     `model` is a catalog name/alias, a config.json or model folder path, a local HF cache
     repo id, or a ModelSpec; `gpu` a profile name, a TOML path, a size like "24GiB", or a
-    GPUSpec. Other keywords are RunConfig fields. Bad input raises InputError.
+    GPUSpec. `margin` (bytes or a size like "1GiB") is kept free: the run fits only with
+    that much to spare. Other keywords are RunConfig fields. Bad input raises InputError.
     """
     from vramplan.gpus import get_gpu
     from vramplan.resolve import resolve_model
 
     model_spec = model if isinstance(model, ModelSpec) else resolve_model(str(model))
     gpu_spec = gpu if isinstance(gpu, GPUSpec) else get_gpu(str(gpu))
-    return plan(model_spec, gpu_spec, make_run(**run_fields))
+    return plan(model_spec, gpu_spec, make_run(**run_fields), margin_bytes=margin_bytes_from(margin))
 
 
-__all__ = ["InputError", "estimate", "make_run", "plan"]
+__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan"]

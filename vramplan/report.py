@@ -104,7 +104,7 @@ def report_blocks(model, gpu, run, command: str | None = None) -> tuple[str, lis
     from vramplan.estimate import plan
 
     breakdown = plan(model, gpu, run)
-    verdict = "FITS" if breakdown.fits else "DOES NOT FIT"
+    verdict = breakdown.verdict
     title = f"vramplan: {breakdown.model} on {breakdown.gpu}: {verdict}"
     blocks = [
         Block("p", f"**{verdict}**: needs {_gib(breakdown.required_bytes)} GiB of {_gib(breakdown.capacity_bytes)} GiB, "
@@ -112,6 +112,8 @@ def report_blocks(model, gpu, run, command: str | None = None) -> tuple[str, lis
                    f"(`torch.cuda.max_memory_allocated`): {_gib(breakdown.peak_allocated_bytes)} GiB during the "
                    f"{breakdown.peak_phase.replace('_', ' ')} phase."),
         Block("p", f"Run: {describe_run(breakdown)}."),
+        *[Block("p", f"**Cannot run here:** {breakdown.blocked_by}.")] * bool(breakdown.blocked_by),
+        *[Block("p", f"Warning: {warning}.") for warning in breakdown.warnings],
         Block("code", command or fit_command(model.name, gpu.key, run)),
         *_breakdown_blocks(breakdown),
         *_advice_blocks(advise(model, gpu, run), breakdown.fits),

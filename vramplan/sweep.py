@@ -50,7 +50,7 @@ def _sizes(values, default: int, name: str) -> np.ndarray:
 
 def grid_peaks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, batch, seq, rank):
     """(peak_allocated, required) arrays of shape (len(batch), len(seq), len(rank)) for one run."""
-    dtypes = resolve_dtypes(run, gpu)
+    dtypes = resolve_dtypes(run, gpu, model)
     b = np.asarray(batch, dtype=np.int64)[:, None, None]
     s = np.asarray(seq, dtype=np.int64)[None, :, None]
     r = np.asarray(rank, dtype=np.int64)[None, None, :]
@@ -85,15 +85,22 @@ def sweep(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, batch=None, seq=Non
         parts["peak_allocated_bytes"].append(peak.ravel())
         parts["required_bytes"].append(required.ravel())
         parts["headroom_bytes"].append(gpu.capacity_bytes - required.ravel())
-        parts["fits"].append(required.ravel() <= gpu.capacity_bytes)
+        parts["fits"].append((required.ravel() <= gpu.capacity_bytes) & _runnable(model, gpu, method_run))
     columns = {name: np.concatenate(arrays) for name, arrays in parts.items()}
     return SweepResult(model=model.name, gpu=gpu.name, capacity_bytes=gpu.capacity_bytes, columns=columns)
+
+
+def _runnable(model, gpu, run) -> bool:
+    """False where the GPU cannot run the method at all (`estimate.blocked_by`, e.g. bitsandbytes on Apple)."""
+    from vramplan.estimate import blocked_by
+
+    return not blocked_by(gpu, run, resolve_dtypes(run, gpu, model))
 
 
 def count_fitting(model: ModelSpec, gpu: GPUSpec, run: RunConfig, batch, seq, rank) -> int:
     """How many grid points fit, without building row columns (the benchmark's hot path)."""
     _peak, required = grid_peaks(model, gpu, run, batch, seq, rank if run.uses_lora else [0])
-    return int((required <= gpu.capacity_bytes).sum())
+    return int((required <= gpu.capacity_bytes).sum()) if _runnable(model, gpu, run) else 0
 
 
 __all__ = ["COLUMNS", "SweepResult", "count_fitting", "grid_peaks", "sweep"]

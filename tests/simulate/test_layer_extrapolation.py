@@ -26,7 +26,7 @@ SMALL = ModelSpec(name="small-gqa", hidden_size=256, intermediate_size=704, num_
 def test_extrapolated_phase_peaks_equal_a_full_depth_simulation(fields):
     gpu, run = get_gpu("h100"), make_run(**fields)
     extrapolated = simulate(SMALL, gpu, run)
-    direct = _simulate_layers(SMALL, gpu, run, resolve_dtypes(run, gpu), SMALL.num_hidden_layers)
+    direct = _simulate_layers(SMALL, gpu, run, resolve_dtypes(run, gpu, SMALL), SMALL.num_hidden_layers)
     assert extrapolated.layers_simulated == (2, 3)
     assert extrapolated.phase_peaks == direct.phase_peaks
     assert extrapolated.phase_categories == direct.phase_categories
@@ -39,7 +39,7 @@ def test_extrapolation_counts_gemma2_masks_once_per_layer_type():
         num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=1000))
     gpu, run = get_gpu("h100"), make_run(seq_len=256, gradient_checkpointing=True)
     extrapolated = simulate(small_gemma, gpu, run)
-    direct = _simulate_layers(small_gemma, gpu, run, resolve_dtypes(run, gpu), small_gemma.num_hidden_layers)
+    direct = _simulate_layers(small_gemma, gpu, run, resolve_dtypes(run, gpu, small_gemma), small_gemma.num_hidden_layers)
     assert extrapolated.phase_peaks == direct.phase_peaks
 
 

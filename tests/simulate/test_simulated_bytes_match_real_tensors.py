@@ -5,6 +5,7 @@ torch = pytest.importorskip("torch")
 
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 
+from vramplan.catalog import get_model  # noqa: E402
 from vramplan.estimate import make_run  # noqa: E402
 from vramplan.gpus import get_gpu  # noqa: E402
 from vramplan.memory.dtypes import resolve_dtypes  # noqa: E402
@@ -49,7 +50,7 @@ def test_nf4_lora_layer_bytes_equal_real_quantized_tensors(double_quant):
 
     out_features, in_features, rank = 192, 128, 8
     run = make_run(method="qlora", double_quant=double_quant, lora_rank=rank, quant_blocksize=64)
-    dtypes = resolve_dtypes(run, get_gpu("h100"))
+    dtypes = resolve_dtypes(run, get_gpu("h100"), get_model("7b"))
     real = NF4Linear.from_linear(torch.nn.Linear(in_features, out_features, bias=False), blocksize=64,
                                  double_quant=double_quant, lora_rank=rank)
     with FakeTensorMode():
@@ -68,7 +69,7 @@ def test_nf4_lora_layer_bytes_equal_real_quantized_tensors(double_quant):
 
 def test_nf4_forward_saves_only_the_packed_weight_and_one_dequant_temporary():
     run = make_run(method="qlora", lora_rank=4)
-    dtypes = resolve_dtypes(run, get_gpu("h100"))
+    dtypes = resolve_dtypes(run, get_gpu("h100"), get_model("7b"))
     with FakeTensorMode(), arch.cuda_like_kernels():
         layer = arch.fake_nf4_linear(torch.nn.Linear(256, 512, bias=False), run, dtypes, 0)
         x = torch.empty(2, 8, 256, dtype=torch.bfloat16, requires_grad=True)

@@ -18,7 +18,7 @@ FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity
 
 
 def add_parser(subparsers) -> None:
-    from vramplan.cli.fit import add_model_gpu_arguments
+    from vramplan.cli.fit import add_margin_argument, add_model_gpu_arguments
     from vramplan.cli.run_flags import add_run_arguments
 
     parser = subparsers.add_parser("compare", help=HELP, description=HELP, epilog=EPILOG,
@@ -28,6 +28,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--models", default=None, metavar="LIST",
                         help="comma-separated models to compare (or 'all' for the catalog); uses --gpu")
     add_model_gpu_arguments(parser)
+    add_margin_argument(parser)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print rows as JSON")
     output.add_argument("--csv", action="store_true", help="print rows as CSV (bytes)")
@@ -43,26 +44,28 @@ def split_list(text: str, flag: str) -> list[str]:
     return items
 
 
-def compare_row(name: str, model, gpu, run) -> dict:
+def compare_row(name: str, model, gpu, run, margin_bytes: int = 0) -> dict:
     """One row: the plan's verdict and numbers, and the largest batch and sequence that fit."""
     from vramplan.errors import InputError
     from vramplan.estimate import plan
     from vramplan.solvers import max_micro_batch, max_seq_len
 
     try:
-        result = plan(model, gpu, run)
+        result = plan(model, gpu, run, margin_bytes=margin_bytes)
     except InputError as exc:  # this model/GPU cannot run it at all (e.g. bf16 on a T4)
         return {"name": name, "verdict": "n/a", "note": str(exc)}
     return {
-        "name": name, "verdict": "FITS" if result.fits else "DOES NOT FIT",
+        "name": name, "verdict": result.verdict,
         "peak_allocated_bytes": result.peak_allocated_bytes, "required_bytes": result.required_bytes,
         "capacity_bytes": result.capacity_bytes, "headroom_bytes": result.headroom_bytes,
-        "max_micro_batch": max_micro_batch(model, gpu, run), "max_seq_len": max_seq_len(model, gpu, run),
-        "context_window": model.max_position_embeddings, "note": "",
+        "max_micro_batch": max_micro_batch(model, gpu, run, margin_bytes=margin_bytes),
+        "max_seq_len": max_seq_len(model, gpu, run, margin_bytes=margin_bytes),
+        "context_window": model.max_position_embeddings, "note": result.blocked_by,
     }
 
 
 def run(args) -> int:
+    from vramplan.cli.fit import margin_from_args
     from vramplan.cli.run_flags import run_config_from_args
     from vramplan.errors import InputError
     from vramplan.gpus import get_gpu, list_gpus
@@ -74,7 +77,7 @@ def run(args) -> int:
     if args.gpus is not None:
         model = resolve_model(args.model)
         gpus = list_gpus() if args.gpus.strip() == "all" else [get_gpu(n) for n in split_list(args.gpus, "--gpus")]
-        rows = [compare_row(gpu.key, model, gpu, run_config) for gpu in gpus]
+        rows = [compare_row(gpu.key, model, gpu, run_config, margin_from_args(args)) for gpu in gpus]
         title, first = f"{model.name} on each GPU", "gpu"
     else:
         from vramplan.catalog import list_models
@@ -82,7 +85,7 @@ def run(args) -> int:
         gpu = get_gpu(args.gpu)
         models = list_models() if args.models.strip() == "all" else \
             [resolve_model(n) for n in split_list(args.models, "--models")]
-        rows = [compare_row(model.name, model, gpu, run_config) for model in models]
+        rows = [compare_row(model.name, model, gpu, run_config, margin_from_args(args)) for model in models]
         title, first = f"each model on {gpu.name}", "model"
     rows = [{field: row.get(field) for field in FIELDS} for row in rows]
     if args.json:

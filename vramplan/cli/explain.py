@@ -49,7 +49,7 @@ def explain_components(model, gpu, run, breakdown) -> list[dict]:
     from vramplan.memory import activations, kv_cache, logits, lora, optimizer, overhead, parameters, weights
     from vramplan.memory.dtypes import DTYPE_BYTES, resolve_dtypes
 
-    dtypes = resolve_dtypes(run, gpu)
+    dtypes = resolve_dtypes(run, gpu, model)
     fmt = dtypes.weight_format
     b = breakdown
     batch, seq, layers = run.micro_batch_size, run.seq_len, model.num_hidden_layers

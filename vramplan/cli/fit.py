@@ -21,13 +21,27 @@ def add_model_gpu_arguments(parser: argparse.ArgumentParser) -> None:
                         help="GPU profile name, a TOML profile path, or a size like 24GiB (default: t4)")
 
 
+def add_margin_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--margin", default=None, metavar="SIZE",
+                        help="keep this much memory free: a run fits only with SIZE to spare "
+                             "(same sizes as --gpu: 1GiB, 500MiB, 2GB; default 0)")
+
+
+def margin_from_args(args) -> int:
+    from vramplan.estimate import margin_bytes_from
+
+    return margin_bytes_from(getattr(args, "margin", None))
+
+
 def add_parser(subparsers) -> None:
     from vramplan.cli.run_flags import add_run_arguments
 
     parser = subparsers.add_parser("fit", help=HELP, description=HELP, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_gpu_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print the full Breakdown as JSON")
+    add_margin_argument(parser)
+    parser.add_argument("--json", action="store_true",
+                        help="print the full Breakdown as JSON (with --simulate, the simulation under 'simulation')")
     parser.add_argument("--emit", choices=["hf"], default=None,
                         help="print a ready-to-paste transformers/peft snippet (BitsAndBytesConfig, LoraConfig, "
                              "TrainingArguments) for this plan instead of the table")
@@ -49,20 +63,35 @@ def specs_from_args(args):
 def plan_from_args(args):
     from vramplan.estimate import plan
 
-    return plan(*specs_from_args(args))
+    return plan(*specs_from_args(args), margin_bytes=margin_from_args(args))
 
 
-def breakdown_json(breakdown) -> str:
+def simulation_data(result) -> dict:
+    """The simulation as JSON-ready data: peak, phase peaks and the live set by category per phase."""
+    return {
+        "peak_bytes": result.peak_bytes, "peak_phase": result.peak_phase,
+        "phase_peaks": dict(result.phase_peaks), "categories_at_peak": dict(result.categories_at_peak),
+        "phase_categories": {phase: dict(parts) for phase, parts in result.phase_categories.items()},
+        "paged_optimizer_bytes": result.paged_optimizer_bytes,
+        "layers_simulated": list(result.layers_simulated), "seconds": result.seconds,
+    }
+
+
+def breakdown_json(breakdown, simulation=None) -> str:
     data = breakdown.model_dump(mode="json")
     data["components"] = breakdown.components()
+    if simulation is not None:
+        data["simulation"] = simulation_data(simulation)
     return json.dumps(data, indent=2)
 
 
 def render(breakdown) -> str:
-    verdict = "FITS" if breakdown.fits else "DOES NOT FIT"
+    verdict = "memory alone" if breakdown.blocked_by else breakdown.verdict
+    margin = f", keeping {gib(breakdown.margin_bytes)} GiB free" if breakdown.margin_bytes else ""
     lines = [
         f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}",
-        f"{verdict}: needs {gib(breakdown.required_bytes)} GiB of {gib(breakdown.capacity_bytes)} GiB, "
+        *([f"CANNOT RUN HERE: {breakdown.blocked_by}"] if breakdown.blocked_by else []),
+        f"{verdict}: needs {gib(breakdown.required_bytes)} GiB of {gib(breakdown.capacity_bytes)} GiB{margin}, "
         f"headroom {gib(breakdown.headroom_bytes)} GiB",
         *([f"why: {breakdown.reason}"] if breakdown.reason else []),
         f"predicted peak (torch.cuda.max_memory_allocated): {gib(breakdown.peak_allocated_bytes)} GiB "
@@ -72,8 +101,9 @@ def render(breakdown) -> str:
     rows = [[COMPONENT_LABELS[name], gib(value)] for name, value in breakdown.components().items() if value]
     rows.append(["total needed", gib(breakdown.required_bytes)])
     lines.append(table(["component at the peak", "GiB"], rows))
-    if breakdown.notes:
+    if breakdown.warnings or breakdown.notes:
         lines.append("")
+        lines.extend(f"warning: {warning}" for warning in breakdown.warnings)
         lines.extend(f"note: {note}" for note in breakdown.notes)
     return "\n".join(lines)
 
@@ -82,9 +112,15 @@ def run(args) -> int:
     from vramplan.estimate import plan
 
     model, gpu, run_config = specs_from_args(args)
-    breakdown = plan(model, gpu, run_config)
+    margin_bytes = margin_from_args(args)
+    breakdown = plan(model, gpu, run_config, margin_bytes=margin_bytes)
     if args.json and not args.emit:
-        print(breakdown_json(breakdown))
+        simulation = None
+        if args.simulate:
+            from vramplan.simulate.engine import simulate
+
+            simulation = simulate(model, gpu, run_config)
+        print(breakdown_json(breakdown, simulation))
         return 0 if breakdown.fits else 1
     if args.emit == "hf":
         from vramplan.emit_hf import hf_snippet
@@ -99,7 +135,7 @@ def run(args) -> int:
         print(render_simulation(model, gpu, run_config, breakdown))
     from vramplan.advice import advise, render_advice
 
-    advice_text = render_advice(advise(model, gpu, run_config), breakdown.fits)
+    advice_text = render_advice(advise(model, gpu, run_config), breakdown.fits) if not breakdown.blocked_by else ""
     if advice_text:
         print()
         print(advice_text)

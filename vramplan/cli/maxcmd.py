@@ -22,7 +22,7 @@ DIMENSIONS = {
 
 
 def add_parser(subparsers) -> None:
-    from vramplan.cli.fit import add_model_gpu_arguments
+    from vramplan.cli.fit import add_margin_argument, add_model_gpu_arguments
     from vramplan.cli.run_flags import add_run_arguments
 
     parser = subparsers.add_parser("max", help=HELP, description=HELP, epilog=EPILOG,
@@ -32,6 +32,7 @@ def add_parser(subparsers) -> None:
     add_model_gpu_arguments(parser)
     parser.add_argument("--limit", type=int, default=None, metavar="N",
                         help="largest value to consider (default: 4096 for batch and rank, 1048576 for seq)")
+    add_margin_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
     add_run_arguments(parser)
 
@@ -39,19 +40,22 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from vramplan.errors import InputError
     from vramplan.estimate import plan
-    from vramplan.cli.fit import specs_from_args
+    from vramplan.cli.fit import margin_from_args, specs_from_args
     from vramplan.solvers import max_size
 
     model, gpu, run_config = specs_from_args(args)
+    margin_bytes = margin_from_args(args)
     field, label, default_limit = DIMENSIONS[args.dimension]
     limit = default_limit if args.limit is None else args.limit
     if limit < 1:
         raise InputError("--limit", f"must be at least 1 (got {limit})")
     if args.dimension == "rank" and not run_config.uses_lora:
         raise InputError("--method", f"max rank needs a LoRA method (qlora or lora), got {run_config.method}")
-    value = max_size(args.dimension, model, gpu, run_config, limit=limit)
-    at_value = plan(model, gpu, run_config.model_copy(update={field: value})) if value else None
-    above = plan(model, gpu, run_config.model_copy(update={field: value + 1})) if value < limit else None
+    value = max_size(args.dimension, model, gpu, run_config, limit=limit, margin_bytes=margin_bytes)
+    at_value = plan(model, gpu, run_config.model_copy(update={field: value}), margin_bytes=margin_bytes) \
+        if value else None
+    above = plan(model, gpu, run_config.model_copy(update={field: value + 1}), margin_bytes=margin_bytes) \
+        if value < limit else None
     if args.json:
         print(json.dumps({
             "dimension": args.dimension, "field": field, "value": value, "limit": limit,
@@ -59,6 +63,7 @@ def run(args) -> int:
             "required_bytes": at_value.required_bytes if at_value else None,
             "headroom_bytes": at_value.headroom_bytes if at_value else None,
             "next_required_bytes": above.required_bytes if above else None,
+            "margin_bytes": margin_bytes,
             "context_window": model.max_position_embeddings,
             "run": run_config.model_dump(mode="json"),
         }, indent=2))
@@ -69,7 +74,8 @@ def run(args) -> int:
         print(f"nothing fits: even {label} 1 needs {gib(above.required_bytes)} GiB of {gib(gpu.capacity_bytes)} GiB")
         return 1
     limit_note = " (the --limit)" if value == limit else ""
-    print(f"largest {label} that fits: {value}{limit_note}")
+    kept = f" keeping {gib(margin_bytes)} GiB free" if margin_bytes else ""
+    print(f"largest {label} that fits{kept}: {value}{limit_note}")
     print(f"  at {value}: needs {gib(at_value.required_bytes)} of {gib(gpu.capacity_bytes)} GiB, "
           f"headroom {gib(at_value.headroom_bytes)} GiB")
     if above is not None:

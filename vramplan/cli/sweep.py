@@ -80,7 +80,7 @@ def run(args) -> int:
         from vramplan.memory.dtypes import resolve_dtypes
 
         try:
-            resolve_dtypes(run_config.model_copy(update={"method": method}), gpu)
+            resolve_dtypes(run_config.model_copy(update={"method": method}), gpu, model)
         except InputError as exc:
             flags = SHORT_FLAGS.get(exc.field, (flag_name(exc.field),))
             raise InputError(f"--method {method}", f"{flags[0]}: {exc.message}") from None

@@ -50,9 +50,13 @@ class RunDtypes:
         return DTYPE_BYTES[getattr(self, which)]
 
 
-def resolve_dtypes(run, gpu, model=None) -> RunDtypes:
-    """Decide every dtype of `run` on `gpu` (and `model`'s stored format); refuse
-    combinations that cannot run."""
+def resolve_dtypes(run, gpu, model) -> RunDtypes:
+    """Decide every dtype of `run` of `model` on `gpu`; refuse combinations that cannot run.
+
+    `model` is required: a pre-quantized checkpoint (`model.stored_weight_format`, e.g.
+    gptq-4bit) decides the weight format when the run does not, so resolving without it
+    plans a different run. Resolve once per (run, gpu, model) and pass the result down.
+    """
     compute = run.resolved_compute_dtype(gpu.bf16)
     if compute == "bf16" and not gpu.bf16:
         raise InputError("compute_dtype", f"{gpu.name} has no bf16 support; use fp16 or fp32")

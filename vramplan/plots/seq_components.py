@@ -21,6 +21,7 @@ class SeqComponents:
     components: dict[str, np.ndarray]  # allocated components, then allocator_reserve and cuda_context
     peak_phase: np.ndarray  # phase name per point
     capacity_bytes: int
+    max_seq_len: int = 0  # the solver's exact answer (vramplan.solvers.max_seq_len): the one "largest that fits"
 
     @property
     def required_bytes(self) -> np.ndarray:
@@ -57,7 +58,7 @@ def seq_components(model, gpu, run, seq_lens) -> SeqComponents:
     from vramplan.memory.plan import ALLOCATED_COMPONENTS, phase_components, phase_totals
 
     seq_lens = np.asarray(seq_lens, dtype=np.int64)
-    phases = phase_components(model, gpu, run, resolve_dtypes(run, gpu), seq_len=seq_lens)
+    phases = phase_components(model, gpu, run, resolve_dtypes(run, gpu, model), seq_len=seq_lens)
     names = list(phases)
     shape = seq_lens.shape
     totals = np.vstack([np.broadcast_to(total, shape) for total in phase_totals(phases).values()])
@@ -71,7 +72,10 @@ def seq_components(model, gpu, run, seq_lens) -> SeqComponents:
     components["cuda_context"] = np.full(shape, float(gpu.cuda_context_bytes))
     components["allocator_reserve"] = required_bytes(peak_bytes, run, gpu) - peak_bytes - components["cuda_context"]
     components["cuda_context"] = components.pop("cuda_context")  # keep the context on top of the stack
-    return SeqComponents(model.name, gpu.key, run, seq_lens, components, np.array(names)[peak], gpu.capacity_bytes)
+    from vramplan.solvers import max_seq_len
+
+    return SeqComponents(model.name, gpu.key, run, seq_lens, components, np.array(names)[peak], gpu.capacity_bytes,
+                         max_seq_len(model, gpu, run))
 
 
 def seq_components_figure(data: SeqComponents):
@@ -95,8 +99,7 @@ def seq_components_figure(data: SeqComponents):
             axes.text(seq, top * 0.97, f" {component_label(name)}\n largest from {short_count(seq)}",
                       fontsize=8, va="top", ha="left",
                       bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1.5})
-    longest = data.longest_fitting()
-    fit_text = f"fits up to seq ~{short_count(longest)} in this sweep" if longest else "does not fit at any length shown"
+    fit_text = f"fits up to seq {data.max_seq_len}, solved" if data.max_seq_len else "does not fit at any length"
     axes.set_xscale("log", base=2)
     axes.xaxis.set_major_formatter(lambda value, _pos: short_count(value))
     axes.set_xlim(data.seq_lens[0], data.seq_lens[-1])

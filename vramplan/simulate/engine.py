@@ -69,7 +69,7 @@ class _Raw:
 def simulate(model_spec, gpu_spec, run) -> SimulationResult:
     """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 2 and 3 decoder layers."""
     started = time.perf_counter()
-    dtypes = resolve_dtypes(run, gpu_spec)
+    dtypes = resolve_dtypes(run, gpu_spec, model_spec)
     _check_supported(model_spec, run, dtypes)
     layers = model_spec.num_hidden_layers
     first = 2  # layer 1 is special (see Scale above): extrapolate from 2 and 3 layers

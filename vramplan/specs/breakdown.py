@@ -12,6 +12,15 @@ from vramplan.specs.run import RunConfig
 
 
 class Breakdown(BaseModel):
+    """A plan: bytes of every component at the peak phase, the verdict and why.
+
+    `peak_allocated_bytes` predicts `torch.cuda.max_memory_allocated()`; `required_bytes`
+    adds the allocator reserve and the CUDA context; the run `fits` when required +
+    `margin_bytes` <= `capacity_bytes` (so `headroom_bytes` = capacity - required - margin
+    >= 0) and nothing in `blocked_by` stops the GPU from running it. `components()` names
+    every byte; `notes` say what was assumed, `warnings` what may go wrong.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
@@ -42,10 +51,28 @@ class Breakdown(BaseModel):
     paged_optimizer_bytes: int = 0
     required_bytes: int
     capacity_bytes: int
+    margin_bytes: int = 0
     headroom_bytes: int
     fits: bool
+    blocked_by: str = ""
     reason: str = ""  # why it does not fit, when one component or assumption dominates (vramplan.reasons)
+    warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        """FITS, DOES NOT FIT (memory) or CANNOT RUN HERE (`blocked_by`): the word every shell prints."""
+        if self.fits:
+            return "FITS"
+        return "CANNOT RUN HERE" if self.blocked_by else "DOES NOT FIT"
+
+    def __repr__(self) -> str:
+        verdict = "fits" if self.fits else ("cannot run" if self.blocked_by else "does not fit")
+        return (f"Breakdown({self.model} on {self.gpu}, {self.run.method}: {verdict}, "
+                f"peak {self.peak_allocated_bytes / 2**30:.2f} GiB, needs {self.required_bytes / 2**30:.2f} "
+                f"of {self.capacity_bytes / 2**30:.2f} GiB, headroom {self.headroom_bytes / 2**30:.2f} GiB)")
+
+    __str__ = __repr__
 
     def components(self) -> dict[str, int]:
         """Allocated components at the peak, then the costs outside max_memory_allocated."""
