@@ -8,7 +8,8 @@ from vramplan.memory import lora, parameters
 from vramplan.memory.activations import effective_attention
 from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
-from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
+from vramplan.memory.plan import paged_optimizer_bytes, phase_terms, phase_totals
+from vramplan.memory.terms import as_dict, total
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
 
@@ -24,7 +25,8 @@ def make_run(**fields) -> RunConfig:
 def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
     """The full Breakdown for resolved specs."""
     dtypes = resolve_dtypes(run, gpu, model)
-    phases = phase_components(model, gpu, run, dtypes)
+    terms = phase_terms(model, gpu, run, dtypes)
+    phases = {phase: {name: total(items) for name, items in parts.items()} for phase, parts in terms.items()}
     totals = {name: int(total) for name, total in phase_totals(phases).items()}
     peak_phase = max(totals, key=totals.get)
     peak = totals[peak_phase]
@@ -47,6 +49,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> Breakdown:
         trainable_parameters=trainable,
         **{name: int(value) for name, value in phases[peak_phase].items()},
         peak_phase=peak_phase,
+        terms={name: tuple(as_dict(item) for item in items) for name, items in terms[peak_phase].items()},
         phase_peaks=totals,
         peak_allocated_bytes=peak,
         allocator_reserve_bytes=reserve,

@@ -7,13 +7,27 @@ DynamicCache grows by `torch.cat`, so each step briefly holds one layer's old an
 from __future__ import annotations
 
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
+from vramplan.memory.terms import term
+
+
+def kv_cache_term(model, dtypes: RunDtypes, micro_batch_size, total_tokens):
+    return term("K and V", "2 x layers x b x tokens x kv_dim x dtype",
+                (("K and V", 2), ("layers", model.num_hidden_layers), ("b", micro_batch_size), ("tokens", total_tokens),
+                 ("kv_dim", model.kv_dim), (f"B ({dtypes.kv_cache})", DTYPE_BYTES[dtypes.kv_cache])),
+                "Pope et al. 2022, §2")
 
 
 def kv_cache_bytes(model, dtypes: RunDtypes, micro_batch_size, total_tokens):
-    return (2 * model.num_hidden_layers * micro_batch_size * total_tokens
-            * model.kv_dim * DTYPE_BYTES[dtypes.kv_cache])
+    return kv_cache_term(model, dtypes, micro_batch_size, total_tokens).bytes
+
+
+def kv_cache_growth_term(model, dtypes: RunDtypes, micro_batch_size, total_tokens):
+    """One layer's K (or V) copied by torch.cat while the old one is still referenced."""
+    return term("KV cache growth (torch.cat copy of one layer's K)", "b x tokens x kv_dim x dtype",
+                (("b", micro_batch_size), ("tokens", total_tokens), ("kv_dim", model.kv_dim),
+                 (f"B ({dtypes.kv_cache})", DTYPE_BYTES[dtypes.kv_cache])), "transformers DynamicCache")
 
 
 def kv_cache_growth_transient(model, dtypes: RunDtypes, micro_batch_size, total_tokens):
     """One layer's K (or V) copied by torch.cat while the old one is still referenced."""
-    return micro_batch_size * total_tokens * model.kv_dim * DTYPE_BYTES[dtypes.kv_cache]
+    return kv_cache_growth_term(model, dtypes, micro_batch_size, total_tokens).bytes
