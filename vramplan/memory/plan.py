@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from vramplan.memory import activations, kv_cache, logits, lora, optimizer, parameters, weights
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes, resolve_dtypes
 from vramplan.memory.terms import ALLOCATION, largest, term, total
-from vramplan.memory.xp import maximum
+from vramplan.memory.xp import _is_array, maximum
 
 ALLOCATED_COMPONENTS = (
     "quantized_weights", "quant_state", "float_weights", "lora_adapters", "gradients",
@@ -127,9 +127,9 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
 
     saved_one = [per_token("one layer's saved set", "B/token x b x s", saved_per_token, _SAVED)]
     copies = [term("autocast weight copies", "B/layer x layers", (("B/layer", copies_layer), ("layers", layers)),
-                   "activations.per_layer_weight_copies")] if copies_layer else []
+                   "activations.per_layer_weight_copies")] if _any(copies_layer) else []
     copies_one = [term("one layer's autocast weight copies", "B/layer", (("B/layer", copies_layer),),
-                       "activations.per_layer_weight_copies")] if copies_layer else []
+                       "activations.per_layer_weight_copies")] if _any(copies_layer) else []
     final_fwd, final_bwd = activations.final_norm_bytes_per_token(model, run, dtypes)
     final_f = [per_token("final norm (saved + output)", "B/token x b x s", final_fwd,
                          "activations.final_norm_bytes_per_token")]
@@ -171,6 +171,11 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
         "backward_end": {**base, "gradients": grads_all + tied, "activations": last_layer},
         "optimizer": {**base, "gradients": grads_all, "optimizer_step_temp": step_temp},
     }
+
+
+def _any(value) -> bool:
+    """A term worth listing: any non-zero scalar, or any array (sweeps keep every term)."""
+    return _is_array(value) or bool(value)
 
 
 def _as_sweep_axis(value):
