@@ -49,11 +49,11 @@ def base_weight_terms(model, run, dtypes: RunDtypes) -> dict[str, list]:
             model, fmt, run.quant_blocksize, run.double_quant, run.group_size, dtypes.moe_experts)
         if fmt.startswith("gguf-"):
             kept = parameters.norm_groups(model) + parameters.linear_bias_groups(model, dtypes.moe_experts)
-            codes = codes + weights.gguf_embedding_terms(model, fmt)
-            return {"quantized_weights": codes, "quant_state": state,
+            codes = list(codes) + weights.gguf_embedding_terms(model, fmt)
+            return {"quantized_weights": codes, "quant_state": list(state),
                     "float_weights": weights.tensor_group_terms(kept, 4, "fp32")}
         kept = parameters.unquantized_groups(model, dtypes.moe_experts)
-        return {"quantized_weights": codes, "quant_state": state,
+        return {"quantized_weights": list(codes), "quant_state": list(state),
                 "float_weights": weights.tensor_group_terms(kept, float_bytes, dtypes.float_weights)}
     everything = parameters.all_parameter_groups(model, dtypes.moe_experts)
     return {"quantized_weights": [], "quant_state": [],

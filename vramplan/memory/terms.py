@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from vramplan.memory.xp import _is_array, allocation_bytes, as_int, maximum
+from vramplan.memory.xp import ALLOCATOR_BLOCK_BYTES, _is_array, allocation_bytes, as_int, maximum
 
 
 ALLOCATION = "512 B blocks"
@@ -38,6 +38,8 @@ def term_bytes(values, rounding: str = ""):
         rest = 1
         for value in values[1:]:
             rest = rest * value
+        if type(rest) is int:  # the scalar plan's hot path: skip the array-aware helper
+            return values[0] * (-(-max(rest, 1) // ALLOCATOR_BLOCK_BYTES) * ALLOCATOR_BLOCK_BYTES)
         return values[0] * allocation_bytes(rest)
     product = 1
     for value in values:

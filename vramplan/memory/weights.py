@@ -9,6 +9,8 @@ quantizes the token embedding and output matrix.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from vramplan.memory import parameters
 from vramplan.memory.terms import ALLOCATION, term, total
 from vramplan.memory.xp import ceil_div
@@ -138,8 +140,9 @@ _PART_FORMULAS = {
 }
 
 
+@lru_cache(maxsize=64)  # solvers plan one model many times; the weights do not change with batch or rank
 def quantized_weight_terms(model, fmt: str, blocksize: int = 64, double_quant: bool = True,
-                           group_size: int = 128, moe_experts: str = "linear") -> tuple[list, list]:
+                           group_size: int = 128, moe_experts: str = "linear") -> tuple[tuple, tuple]:
     """(packed code terms, quantization-state terms) of all decoder linears: tensors x bytes each, 512 B-rounded."""
     counts: dict[tuple, int] = {}
     for name, sizes, count in quantized_linear_tensors(model, fmt, blocksize, double_quant, group_size, moe_experts):
@@ -152,7 +155,7 @@ def quantized_weight_terms(model, fmt: str, blocksize: int = 64, double_quant: b
                     (("tensors", count), ("B each", nbytes)), "bitsandbytes/GPTQ/AWQ/ggml layouts (weights.py)",
                     rounding=ALLOCATION)
         (codes if part == "packed" else state).append(item)
-    return codes, state
+    return tuple(codes), tuple(state)
 
 
 def quantized_weight_bytes(model, fmt: str, blocksize: int = 64, double_quant: bool = True,
