@@ -13,8 +13,7 @@ the fp32 upcast and its gradients exist one chunk at a time.
 from __future__ import annotations
 
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
-from vramplan.memory.terms import largest, term, total
-from vramplan.memory.xp import allocation_bytes
+from vramplan.memory.terms import ALLOCATION, largest, term, total
 
 
 def lm_head_cast_bytes(model, dtypes: RunDtypes) -> int:
@@ -88,15 +87,22 @@ def head_weight_gradient_bytes(model, dtypes: RunDtypes) -> int:
     return head_weight_gradient_term(model, dtypes).bytes
 
 
-def tied_embedding_gradient_bytes(model, run, dtypes: RunDtypes) -> int:
+def tied_embedding_gradient_terms(model, run, dtypes: RunDtypes) -> list:
     """Full fine-tuning of tied embeddings: autograd holds the lm_head's gradient of the shared
     weight in its input buffer until the embedding's dense gradient arrives, then sums the two
     out of place (torch/csrc/autograd/input_buffer.cpp): two extra vocab x hidden gradients in
     the trainable dtype at the end of backward. Found by the trace simulator (Gemma-2 2B full
     fine-tuning: the analytic model was 9.6% under at the end of backward)."""
     if run.method != "full" or not model.tie_word_embeddings:
-        return 0
-    return 2 * allocation_bytes(model.vocab_size * model.hidden_size * DTYPE_BYTES[dtypes.trainable])
+        return []
+    return [term("tied embedding partial gradients", "2 tensors x V x h x T",
+                 (("tensors", 2), ("elements", model.vocab_size * model.hidden_size), ("T", DTYPE_BYTES[dtypes.trainable])),
+                 "torch/csrc/autograd/input_buffer.cpp", rounding=ALLOCATION)]
+
+
+def tied_embedding_gradient_bytes(model, run, dtypes: RunDtypes) -> int:
+    """Bytes of `tied_embedding_gradient_terms`."""
+    return total(tied_embedding_gradient_terms(model, run, dtypes))
 
 
 def inference_logits_bytes(model, dtypes: RunDtypes, micro_batch_size):

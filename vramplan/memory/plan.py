@@ -156,11 +156,7 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
         top_layer = all_layers + transient
         last_layer = saved_one + copies_one + transient
 
-    tied = []
-    if logits.tied_embedding_gradient_bytes(model, run, dtypes):
-        tied = [term("tied embedding partial gradients", "2 tensors x V x h x T",
-                     (("tensors", 2), ("elements", model.vocab_size * model.hidden_size), ("T", trainable_bytes)),
-                     "torch/csrc/autograd/input_buffer.cpp", rounding=ALLOCATION)]
+    tied = logits.tied_embedding_gradient_terms(model, run, dtypes)
     step_temp = optimizer.optimizer_step_temp_terms(run.optimizer, groups, trainable_bytes)
     layer_grads = largest("gradients kept or lm_head gradient", "max(kept gradients, lm_head gradient)",
                           [grads_kept, head_grads]) if head_grads else grads_kept

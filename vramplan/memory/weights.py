@@ -191,7 +191,3 @@ def gguf_embedding_terms(model, fmt: str) -> list:
                           "ggml type traits (ggml.c)"))
     return terms
 
-
-def gguf_embedding_bytes(model, fmt: str) -> int:
-    """Bytes of `gguf_embedding_terms`."""
-    return total(gguf_embedding_terms(model, fmt))
