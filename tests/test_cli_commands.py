@@ -182,14 +182,15 @@ def test_sweep_bad_grid_is_one_line_and_exit_2(capsys, argv, needle):
 
 # -- explain --
 
-def test_explain_shows_formula_and_numbers_for_every_component(capsys):
+def test_explain_shows_terms_with_numbers_for_every_component(capsys):
     code, out, err = run_cli(capsys, "explain", "--model", "13b", "--gpu", "t4")
     expected = estimate(model="13b", gpu="t4")
     assert code == 0 and err == ""
-    assert "packed = ceil(n/2)" in out and "Σ ceil(n/2) over 280 linears" in out
-    assert f"= {expected.quantized_weights / 2**30:.2f} GiB" in out
-    assert "r x (in + out)" in out and "r=16" in out
-    assert out.count("formula:") == sum(1 for value in expected.components().values() if value)
+    assert "q_proj.weight: tensors x codes per weight tensor (nf4)" in out
+    assert f"quantized weights (packed codes) = {expected.quantized_weights / 2**30:.2f} GiB" in out
+    assert "q_proj.lora_A: tensors x elements x bytes per element" in out
+    assert "20,480 B/token x 1 b x 512 s x 40 layers = 419,430,400 B" in out
+    assert out.count(" GiB (") == sum(1 for value in expected.components().values() if value)
 
 
 def test_explain_json_components_sum_to_required(capsys):
@@ -199,8 +200,9 @@ def test_explain_json_components_sum_to_required(capsys):
     assert code == 0
     assert sum(row["bytes"] for row in data["components"]) == data["required_bytes"]
     kv = next(row for row in data["components"] if row["component"] == "kv_cache")
-    assert "2 (K and V)" in kv["formula"] and "8 kv heads" in kv["numbers"]
-    assert all(row["formula"] and row["numbers"] for row in data["components"])
+    assert kv["terms"][0]["formula"] == "2 x layers x b x tokens x kv_dim x dtype"
+    assert dict(kv["terms"][0]["factors"])["kv_dim"] == 8 * 128
+    assert all(row["terms"] and sum(t["bytes"] for t in row["terms"]) == row["bytes"] for row in data["components"])
 
 
 def test_explain_unknown_gpu_is_exit_2(capsys):

@@ -8,7 +8,8 @@ from vramplan.memory import lora, parameters
 from vramplan.memory.activations import effective_attention
 from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
-from vramplan.memory.plan import paged_optimizer_bytes, phase_components, phase_totals
+from vramplan.memory.plan import paged_optimizer_bytes, phase_terms, phase_totals
+from vramplan.memory.terms import as_dict, total
 from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
@@ -28,8 +29,9 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
     if margin_bytes < 0:
         raise InputError("margin", f"must be zero or more bytes (got {margin_bytes})")
     dtypes = resolve_dtypes(run, gpu, model)
-    phases = phase_components(model, gpu, run, dtypes)
-    totals = {name: int(total) for name, total in phase_totals(phases).items()}
+    terms = phase_terms(model, gpu, run, dtypes)
+    phases = {phase: {name: total(items) for name, items in parts.items()} for phase, parts in terms.items()}
+    totals = {name: int(phase_total) for name, phase_total in phase_totals(phases).items()}
     peak_phase = max(totals, key=totals.get)
     peak = totals[peak_phase]
     reserve = int(allocator_reserve_bytes(peak, run.fragmentation))
@@ -54,6 +56,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         trainable_parameters=trainable,
         **{name: int(value) for name, value in phases[peak_phase].items()},
         peak_phase=peak_phase,
+        terms={name: tuple(as_dict(item) for item in items) for name, items in terms[peak_phase].items()},
         phase_peaks=totals,
         peak_allocated_bytes=peak,
         allocator_reserve_bytes=reserve,

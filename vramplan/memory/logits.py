@@ -13,7 +13,7 @@ the fp32 upcast and its gradients exist one chunk at a time.
 from __future__ import annotations
 
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
-from vramplan.memory.xp import allocation_bytes, maximum
+from vramplan.memory.terms import ALLOCATION, largest, term, total
 
 
 def lm_head_cast_bytes(model, dtypes: RunDtypes) -> int:
@@ -23,28 +23,52 @@ def lm_head_cast_bytes(model, dtypes: RunDtypes) -> int:
     return model.vocab_size * model.hidden_size * DTYPE_BYTES[dtypes.compute]
 
 
-def logits_loss_bytes(model, run, dtypes: RunDtypes, micro_batch_size, seq_len):
-    """(forward peak, backward peak) bytes of logits and loss for one micro-batch."""
-    tokens = micro_batch_size * seq_len
-    vocab = model.vocab_size
+def logits_loss_terms(model, run, dtypes: RunDtypes, micro_batch_size, seq_len) -> tuple[list, list]:
+    """(forward peak, backward peak) terms of logits and loss for one micro-batch: B/token/vocab x b x s x V."""
+    b, s, vocab = micro_batch_size, seq_len, model.vocab_size
     c = DTYPE_BYTES[dtypes.compute]
     softcap = c if model.final_logit_softcapping else 0
+    source = "transformers/loss/loss_utils.py (ForCausalLMLoss)"
+
+    def per_vocab(name, formula, nbytes):
+        return term(name, formula, (("B/token/vocab", nbytes), ("b", b), ("s", s), ("V", vocab)), source)
+
+    cap = " + soft-cap copy C" if softcap else ""
     if run.loss_impl == "chunked":
         chunks = run.loss_chunks
-        forward = (c + 4 + softcap) * tokens * vocab + 4 * tokens * vocab // chunks
-        backward = (4 + softcap) * tokens * vocab + 8 * tokens * vocab // chunks
+        source = "torchtune CEWithChunkedOutputLoss"
+        forward = [per_vocab("logits (whole)", f"(C logits + 4 fp32 log-probs{cap}) x b x s x V", c + 4 + softcap),
+                   term("fp32 upcast of one chunk", f"4 x b x s x V // {chunks} chunks",
+                        (("B", 4 * b * s * vocab // chunks),), source)]
+        backward = [per_vocab("saved log-probs", f"(4 fp32 log-probs{cap}) x b x s x V", 4 + softcap),
+                    term("gradients of one chunk", f"8 x b x s x V // {chunks} chunks",
+                         (("B", 8 * b * s * vocab // chunks),), source)]
     else:
-        forward = (c + 8 + softcap) * tokens * vocab
-        backward = (12 + softcap) * tokens * vocab
-    head = lm_head_cast_bytes(model, dtypes)
+        forward = [per_vocab("logits + fp32 copy + log_softmax", f"(C + 4 + 4{cap}) x b x s x V", c + 8 + softcap)]
+        backward = [per_vocab("log_softmax output + nll grad + log_softmax grad", f"(4 + 4 + 4{cap}) x b x s x V",
+                              12 + softcap)]
+    head = []
+    cast = lm_head_cast_bytes(model, dtypes)
+    if cast:
+        head.append(term("lm_head weight cast to compute dtype", "V x h x C",
+                         (("V", vocab), ("h", model.hidden_size), ("C", c)), "autocast cached_cast"))
     if run.method == "full":  # a trainable lm_head saves its input
-        head = head + c * tokens * model.hidden_size
-        backward = maximum(backward + head, head_weight_gradient_bytes(model, dtypes))
+        head.append(term("lm_head input saved", "C x b x s x h", (("C", c), ("b", b), ("s", s), ("h", model.hidden_size)),
+                         "torch.nn.functional.linear backward"))
+        gradient = [head_weight_gradient_term(model, dtypes)]
+        backward = largest("largest of loss backward and lm_head gradient", "max(loss backward, (C + T) x V x h)",
+                           [backward + head, gradient])
         return forward + head, backward
     return forward + head, backward + head
 
 
-def head_weight_gradient_bytes(model, dtypes: RunDtypes) -> int:
+def logits_loss_bytes(model, run, dtypes: RunDtypes, micro_batch_size, seq_len):
+    """(forward peak, backward peak) bytes of logits and loss for one micro-batch."""
+    forward, backward = logits_loss_terms(model, run, dtypes, micro_batch_size, seq_len)
+    return total(forward), total(backward)
+
+
+def head_weight_gradient_term(model, dtypes: RunDtypes):
     """Full fine-tuning: the lm_head weight gradient forms in the compute dtype (the matmul
     under autocast) and is cast to the trainable dtype while the first still exists:
     (C + T) x vocab x hidden. The trace simulator showed this moment is the loss-backward
@@ -53,18 +77,32 @@ def head_weight_gradient_bytes(model, dtypes: RunDtypes) -> int:
     trainable = DTYPE_BYTES[dtypes.trainable]
     c = DTYPE_BYTES[dtypes.compute]
     extra = c if c != trainable else 0
-    return (extra + trainable) * model.vocab_size * model.hidden_size
+    return term("lm_head weight gradient", "(C + T) x V x h",
+                (("C + T", extra + trainable), ("V", model.vocab_size), ("h", model.hidden_size)),
+                "trace simulator (Gemma-2 2B full fine-tuning)")
 
 
-def tied_embedding_gradient_bytes(model, run, dtypes: RunDtypes) -> int:
+def head_weight_gradient_bytes(model, dtypes: RunDtypes) -> int:
+    """Bytes of `head_weight_gradient_term`."""
+    return head_weight_gradient_term(model, dtypes).bytes
+
+
+def tied_embedding_gradient_terms(model, run, dtypes: RunDtypes) -> list:
     """Full fine-tuning of tied embeddings: autograd holds the lm_head's gradient of the shared
     weight in its input buffer until the embedding's dense gradient arrives, then sums the two
     out of place (torch/csrc/autograd/input_buffer.cpp): two extra vocab x hidden gradients in
     the trainable dtype at the end of backward. Found by the trace simulator (Gemma-2 2B full
     fine-tuning: the analytic model was 9.6% under at the end of backward)."""
     if run.method != "full" or not model.tie_word_embeddings:
-        return 0
-    return 2 * allocation_bytes(model.vocab_size * model.hidden_size * DTYPE_BYTES[dtypes.trainable])
+        return []
+    return [term("tied embedding partial gradients", "2 tensors x V x h x T",
+                 (("tensors", 2), ("elements", model.vocab_size * model.hidden_size), ("T", DTYPE_BYTES[dtypes.trainable])),
+                 "torch/csrc/autograd/input_buffer.cpp", rounding=ALLOCATION)]
+
+
+def tied_embedding_gradient_bytes(model, run, dtypes: RunDtypes) -> int:
+    """Bytes of `tied_embedding_gradient_terms`."""
+    return total(tied_embedding_gradient_terms(model, run, dtypes))
 
 
 def inference_logits_bytes(model, dtypes: RunDtypes, micro_batch_size):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from vramplan.errors import InputError
 from vramplan.memory.parameters import TensorGroup
-from vramplan.memory.xp import allocation_bytes
+from vramplan.memory.terms import total
+from vramplan.memory.weights import tensor_group_terms
 from vramplan.specs.model import LinearShape, ModelSpec
 from vramplan.specs.run import ALL_LINEAR
 
@@ -63,5 +64,4 @@ def lora_parameter_count(model: ModelSpec, targets: tuple[str, ...], rank, moe_e
 def lora_adapter_bytes(model: ModelSpec, targets: tuple[str, ...], rank, bytes_per_param: int,
                        moe_experts: str = "linear"):
     """Adapter weights, each A and B its own allocation."""
-    return sum(allocation_bytes(g.rows * g.cols * bytes_per_param) * g.count
-               for g in lora_tensor_groups(model, targets, rank, moe_experts))
+    return total(tensor_group_terms(lora_tensor_groups(model, targets, rank, moe_experts), bytes_per_param))

@@ -7,6 +7,7 @@ Paged state is invisible to `torch.cuda.max_memory_allocated`; it is returned se
 """
 from __future__ import annotations
 
+from vramplan.memory.terms import ALLOCATION, term
 from vramplan.memory.xp import allocation_bytes, ceil_div, maximum, where
 
 MIN_8BIT_SIZE = 4096
@@ -92,3 +93,33 @@ def optimizer_step_temp_bytes(optimizer: str, groups, param_bytes: int):
             previous = allocation_bytes(g.rows * g.cols * 4) if g.count > 1 else 0
         return peak
     return 0
+
+
+def optimizer_state_terms(optimizer: str, groups, param_bytes: int) -> list:
+    """Device-side state as terms: per tensor group for the formulas that are one product (AdamW's two
+    moments, SGD's momentum), one term holding `optimizer_state_bytes` for the per-tensor rules of
+    8-bit, paged and Adafactor state (thresholds, factored moments)."""
+    copies = {"adamw": 2, "adamw_fused": 2, "sgd_momentum": 1}.get(optimizer)
+    source = "torch/optim (adamw.py, sgd.py)"
+    if copies:
+        return [term(g.name, f"{copies} state tensors per parameter x elements x P",
+                     (("tensors", copies * g.count), ("elements", g.rows * g.cols), ("P", param_bytes)), source,
+                     rounding=ALLOCATION) for g in groups]
+    if optimizer == "sgd" or not groups:
+        return []
+    device, _paged = optimizer_state_bytes(optimizer, groups, param_bytes)
+    return [term(f"{optimizer} state", "per-tensor rule (optimizer.optimizer_state_bytes)", (("B", device),),
+                 "bitsandbytes/optim/optimizer.py, transformers Adafactor")]
+
+
+def optimizer_step_temp_terms(optimizer: str, groups, param_bytes: int) -> list:
+    """`optimizer_step_temp_bytes` as terms: foreach AdamW's sqrt copy per tensor group, else one term."""
+    if optimizer == "adamw":
+        return [term(g.name, "sqrt(exp_avg_sq) copy: tensors x elements x P",
+                     (("tensors", g.count), ("elements", g.rows * g.cols), ("P", param_bytes)),
+                     "torch/optim/adamw.py (_multi_tensor_adamw)", rounding=ALLOCATION) for g in groups]
+    nbytes = optimizer_step_temp_bytes(optimizer, groups, param_bytes)
+    if isinstance(nbytes, int) and nbytes == 0:
+        return []
+    return [term(f"{optimizer} step temporaries", "optimizer.optimizer_step_temp_bytes", (("B", nbytes),),
+                 "transformers Adafactor.step")]

@@ -11,11 +11,23 @@
 """
 from __future__ import annotations
 
+from vramplan.memory.terms import FLOOR, term
 from vramplan.memory.xp import as_int
 
 
 def allocator_reserve_bytes(peak_allocated_bytes, fragmentation: float):
     return peak_allocated_bytes * fragmentation
+
+
+def overhead_terms(peak_allocated_bytes, run, gpu) -> dict:
+    """The two costs outside `max_memory_allocated` as terms: int(fragmentation x peak) and the GPU profile's context."""
+    return {
+        "allocator_reserve": term("allocator reserve", "fragmentation x peak allocated",
+                                  (("fragmentation", run.fragmentation), ("B peak", peak_allocated_bytes)),
+                                  "our estimate, checked in validation/results/", rounding=FLOOR),
+        "cuda_context": term("CUDA context", "GPU profile field", (("B", gpu.cuda_context_bytes),),
+                             "nvidia-smi minus max_memory_allocated"),
+    }
 
 
 def required_bytes(peak_allocated_bytes, run, gpu):

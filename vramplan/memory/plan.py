@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from vramplan.memory import activations, kv_cache, logits, lora, optimizer, parameters, weights
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes, resolve_dtypes
-from vramplan.memory.xp import allocation_bytes, maximum
+from vramplan.memory.terms import ALLOCATION, largest, term, total
+from vramplan.memory.xp import _is_array, maximum
 
 ALLOCATED_COMPONENTS = (
     "quantized_weights", "quant_state", "float_weights", "lora_adapters", "gradients",
@@ -39,21 +40,29 @@ class StaticBytes:
     float_weights: int
 
 
-def base_weight_bytes(model, run, dtypes: RunDtypes) -> StaticBytes:
-    """Frozen base weights in their storage format plus the float-kept modules."""
+def base_weight_terms(model, run, dtypes: RunDtypes) -> dict[str, list]:
+    """Terms of the frozen base weights in their storage format plus the float-kept modules."""
     float_bytes = DTYPE_BYTES[dtypes.float_weights]
     fmt = dtypes.weight_format
     if dtypes.base_quantized:
-        codes, state = weights.quantized_weight_bytes(
+        codes, state = weights.quantized_weight_terms(
             model, fmt, run.quant_blocksize, run.double_quant, run.group_size, dtypes.moe_experts)
         if fmt.startswith("gguf-"):
             kept = parameters.norm_groups(model) + parameters.linear_bias_groups(model, dtypes.moe_experts)
-            codes += weights.gguf_embedding_bytes(model, fmt)
-            return StaticBytes(codes, state, weights.tensor_group_bytes(kept, 4))
+            codes = list(codes) + weights.gguf_embedding_terms(model, fmt)
+            return {"quantized_weights": codes, "quant_state": list(state),
+                    "float_weights": weights.tensor_group_terms(kept, 4, "fp32")}
         kept = parameters.unquantized_groups(model, dtypes.moe_experts)
-        return StaticBytes(codes, state, weights.tensor_group_bytes(kept, float_bytes))
+        return {"quantized_weights": list(codes), "quant_state": list(state),
+                "float_weights": weights.tensor_group_terms(kept, float_bytes, dtypes.float_weights)}
     everything = parameters.all_parameter_groups(model, dtypes.moe_experts)
-    return StaticBytes(0, 0, weights.tensor_group_bytes(everything, float_bytes))
+    return {"quantized_weights": [], "quant_state": [],
+            "float_weights": weights.tensor_group_terms(everything, float_bytes, dtypes.float_weights)}
+
+
+def base_weight_bytes(model, run, dtypes: RunDtypes) -> StaticBytes:
+    """Frozen base weights in their storage format plus the float-kept modules."""
+    return StaticBytes(**{name: total(terms) for name, terms in base_weight_terms(model, run, dtypes).items()})
 
 
 def trainable_groups(model, run, lora_rank, moe_experts: str = "linear"):
@@ -66,68 +75,103 @@ def trainable_groups(model, run, lora_rank, moe_experts: str = "linear"):
 
 def phase_components(model, gpu, run, dtypes: RunDtypes | None = None, *,
                      micro_batch_size=None, seq_len=None, lora_rank=None) -> dict[str, dict]:
-    """Bytes of every allocated component in every phase: {phase: {component: bytes}}."""
+    """Bytes of every allocated component in every phase: {phase: {component: bytes}}, the sums of `phase_terms`."""
+    phases = phase_terms(model, gpu, run, dtypes, micro_batch_size=micro_batch_size, seq_len=seq_len,
+                         lora_rank=lora_rank)
+    return {phase: {name: total(terms) for name, terms in components.items()} for phase, components in phases.items()}
+
+
+_SAVED = "activations.saved_bytes_per_token: norms, q/k/v/o inputs, attention, MLP (module docstring)"
+
+
+def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
+                micro_batch_size=None, seq_len=None, lora_rank=None) -> dict[str, dict[str, list]]:
+    """The terms of every allocated component in every phase: {phase: {component: [Term]}}."""
     dtypes = dtypes or resolve_dtypes(run, gpu, model)
     batch = run.micro_batch_size if micro_batch_size is None else _as_sweep_axis(micro_batch_size)
     seq = run.seq_len if seq_len is None else _as_sweep_axis(seq_len)
     rank = run.lora_rank if lora_rank is None else _as_sweep_axis(lora_rank)
 
-    static = base_weight_bytes(model, run, dtypes)
-    base = {
-        "quantized_weights": static.quantized_weights,
-        "quant_state": static.quant_state,
-        "float_weights": static.float_weights,
-        "cublas_workspace": gpu.cublas_workspace_bytes,
-    }
+    base = base_weight_terms(model, run, dtypes)
+    base["cublas_workspace"] = [term("cuBLAS workspace", "GPU profile field", (("B", gpu.cublas_workspace_bytes),),
+                                     "aten/src/ATen/cuda/CublasHandlePool.cpp")]
     if not run.trains:
         return {"generate": _generate_phase(model, run, dtypes, base, batch, seq)}
 
     trainable_bytes = DTYPE_BYTES[dtypes.trainable]
     groups = trainable_groups(model, run, rank, dtypes.moe_experts)
     if run.uses_lora:
-        base["lora_adapters"] = lora.lora_adapter_bytes(model, run.lora_targets, rank, DTYPE_BYTES[dtypes.lora],
-                                                        dtypes.moe_experts)
-    state_bytes, _paged = optimizer.optimizer_state_bytes(run.optimizer, groups, trainable_bytes)
-    base["optimizer_state"] = state_bytes
-    grads_all = weights.tensor_group_bytes(groups, trainable_bytes)
-    grads_kept = grads_all if run.grad_accum_steps > 1 else 0
+        base["lora_adapters"] = weights.tensor_group_terms(
+            lora.lora_tensor_groups(model, run.lora_targets, rank, dtypes.moe_experts), DTYPE_BYTES[dtypes.lora],
+            dtypes.lora)
+    base["optimizer_state"] = optimizer.optimizer_state_terms(run.optimizer, groups, trainable_bytes)
+    grads_all = weights.tensor_group_terms(groups, trainable_bytes, dtypes.trainable)
+    grads_kept = grads_all if run.grad_accum_steps > 1 else []
 
-    tokens = batch * seq
     layers = model.num_hidden_layers
-    saved_layer = sum(activations.saved_bytes_per_token(model, run, dtypes, seq, rank).values()) * tokens
+    bs = (("b", batch), ("s", seq))
+    saved_per_token = sum(activations.saved_bytes_per_token(model, run, dtypes, seq, rank).values())
     copies_layer = activations.per_layer_weight_copies(model, run, dtypes, rank)
-    transient = activations.layer_backward_transient_bytes(model, run, dtypes, tokens, seq, rank)
-    logits_fwd, logits_bwd = logits.logits_loss_bytes(model, run, dtypes, batch, seq)
-    head_grads = 0
+    transient = [term("last layer's backward temporaries", "largest moment (activations.layer_backward_transient_bytes)",
+                      (("B", activations.layer_backward_transient_bytes(model, run, dtypes, batch * seq, seq, rank)),),
+                      "trace simulator live set at layer_backward")]
+    logits_fwd, logits_bwd = logits.logits_loss_terms(model, run, dtypes, batch, seq)
+    head_grads = []
     if run.method == "full":
-        head_grads = allocation_bytes(model.vocab_size * model.hidden_size * trainable_bytes)
+        head_grads = [term("lm_head weight gradient", "tensors x elements x T",
+                           (("tensors", 1), ("elements", model.vocab_size * model.hidden_size), ("T", trainable_bytes)),
+                           "full fine-tuning", rounding=ALLOCATION)]
 
+    def per_token(name, formula, nbytes, source, *extra):
+        return term(name, formula, (("B/token", nbytes),) + bs + extra, source)
+
+    saved_one = [per_token("one layer's saved set", "B/token x b x s", saved_per_token, _SAVED)]
+    copies = [term("autocast weight copies", "B/layer x layers", (("B/layer", copies_layer), ("layers", layers)),
+                   "activations.per_layer_weight_copies")] if _any(copies_layer) else []
+    copies_one = [term("one layer's autocast weight copies", "B/layer", (("B/layer", copies_layer),),
+                       "activations.per_layer_weight_copies")] if _any(copies_layer) else []
     final_fwd, final_bwd = activations.final_norm_bytes_per_token(model, run, dtypes)
+    final_f = [per_token("final norm (saved + output)", "B/token x b x s", final_fwd,
+                         "activations.final_norm_bytes_per_token")]
+    final_b = [per_token("final norm (saved)", "B/token x b x s", final_bwd, "activations.final_norm_bytes_per_token")]
     if run.gradient_checkpointing:
-        held = activations.checkpoint_bytes_per_token(model, dtypes) * tokens * layers
+        kept_per_token = activations.checkpoint_bytes_per_token(model, dtypes)
+        held = [per_token("layer inputs kept by checkpointing", "R x h x b x s x layers", kept_per_token,
+                          "torch.utils.checkpoint (non-reentrant)", ("layers", layers))]
         # autocast's cache holds every cast until forward ends
-        forward_acts = held + copies_layer * layers + final_fwd * tokens
-        backward_acts = held + final_bwd * tokens
-        top_layer = held + saved_layer + copies_layer + transient
-        last_layer = activations.checkpoint_bytes_per_token(model, dtypes) * tokens + saved_layer \
-            + copies_layer + transient
+        forward_acts = held + copies + final_f
+        backward_acts = held + final_b
+        top_layer = held + saved_one + copies_one + transient
+        last_layer = [per_token("last layer's input", "R x h x b x s", kept_per_token,
+                                "torch.utils.checkpoint (non-reentrant)")] + saved_one + copies_one + transient
     else:
-        all_layers = (saved_layer + copies_layer) * layers \
-            - activations.first_layer_unsaved_per_token(model, run, dtypes) * tokens
-        forward_acts = all_layers + final_fwd * tokens
-        backward_acts = all_layers + final_bwd * tokens
+        all_layers = [per_token("saved for backward, every layer", "B/token/layer x b x s x layers", saved_per_token,
+                                _SAVED, ("layers", layers))] + copies
+        unsaved = activations.first_layer_unsaved_per_token(model, run, dtypes)
+        if unsaved:
+            all_layers.append(term("not saved by layer 1 (embedding needs no grad)", "-(B/token) x b x s",
+                                   (("B/token", -unsaved),) + bs, "activations.first_layer_unsaved_per_token"))
+        forward_acts = all_layers + final_f
+        backward_acts = all_layers + final_b
         top_layer = all_layers + transient
-        last_layer = saved_layer + copies_layer + transient
+        last_layer = saved_one + copies_one + transient
 
-    step_temp = optimizer.optimizer_step_temp_bytes(run.optimizer, groups, trainable_bytes)
+    tied = logits.tied_embedding_gradient_terms(model, run, dtypes)
+    step_temp = optimizer.optimizer_step_temp_terms(run.optimizer, groups, trainable_bytes)
+    layer_grads = largest("gradients kept or lm_head gradient", "max(kept gradients, lm_head gradient)",
+                          [grads_kept, head_grads]) if head_grads else grads_kept
     return {
         "forward": {**base, "gradients": grads_kept, "activations": forward_acts, "logits_loss": logits_fwd},
         "loss_backward": {**base, "gradients": grads_kept, "activations": backward_acts, "logits_loss": logits_bwd},
-        "layer_backward": {**base, "gradients": maximum(grads_kept, head_grads), "activations": top_layer},
-        "backward_end": {**base, "gradients": grads_all + logits.tied_embedding_gradient_bytes(model, run, dtypes),
-                         "activations": last_layer},
+        "layer_backward": {**base, "gradients": layer_grads, "activations": top_layer},
+        "backward_end": {**base, "gradients": grads_all + tied, "activations": last_layer},
         "optimizer": {**base, "gradients": grads_all, "optimizer_step_temp": step_temp},
     }
+
+
+def _any(value) -> bool:
+    """A term worth listing: any non-zero scalar, or any array (sweeps keep every term)."""
+    return _is_array(value) or bool(value)
 
 
 def _as_sweep_axis(value):
@@ -142,16 +186,21 @@ def _as_sweep_axis(value):
 
 def _generate_phase(model, run, dtypes, base, batch, seq):
     total_tokens = seq + run.max_new_tokens
-    transient = maximum(
-        activations.inference_transient_per_token(model, dtypes, run, seq, total_tokens) * batch * seq
-        + activations.dequant_temp_bytes(model, dtypes),
-        kv_cache.kv_cache_growth_transient(model, dtypes, batch, total_tokens),
-    )
+    prefill = [term("prefill temporaries", "B/token x b x s",
+                    (("B/token", activations.inference_transient_per_token(model, dtypes, run, seq, total_tokens)),
+                     ("b", batch), ("s", seq)), "activations.inference_transient_per_token")]
+    dequant = activations.dequant_temp_bytes(model, dtypes)
+    if dequant:
+        prefill.append(term("dequantized weight", "largest linear x C", (("B", dequant),),
+                            "bitsandbytes MatMul4Bit"))
+    growth = [kv_cache.kv_cache_growth_term(model, dtypes, batch, total_tokens)]
     return {
         **base,
-        "kv_cache": kv_cache.kv_cache_bytes(model, dtypes, batch, total_tokens),
-        "activations": transient,
-        "logits_loss": logits.inference_logits_bytes(model, dtypes, batch),
+        "kv_cache": [kv_cache.kv_cache_term(model, dtypes, batch, total_tokens)],
+        "activations": largest("largest of prefill and cache growth", "max(prefill, cache growth)", [prefill, growth]),
+        "logits_loss": [term("last-position logits + fp32 copy", "b x V x (C + 4)",
+                             (("b", batch), ("V", model.vocab_size), ("C + 4", DTYPE_BYTES[dtypes.compute] + 4)),
+                             "transformers/generation/utils.py")],
     }
 
 

@@ -9,8 +9,11 @@ quantizes the token embedding and output matrix.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 from vramplan.memory import parameters
-from vramplan.memory.xp import allocation_bytes, ceil_div
+from vramplan.memory.terms import ALLOCATION, term, total
+from vramplan.memory.xp import ceil_div
 
 NF4_CODE_ENTRIES = 16  # fp32 entries of the 4-bit code table (quant_map)
 DYNAMIC_MAP_ENTRIES = 256  # fp32 entries of the signed dynamic 8-bit map (nested_quant_map)
@@ -104,7 +107,7 @@ _GGUF_ROLES = {"v_proj": "attn_v", "down_proj": "ffn_down", "w2": "ffn_down"}
 
 def quantized_linear_tensors(model, fmt: str, blocksize: int, double_quant: bool, group_size: int,
                              moe_experts: str = "linear"):
-    """Yield (tensor sizes dict, how many such weights) for every decoder linear in `fmt`.
+    """Yield (weight name, tensor sizes dict, how many such weights) for every decoder linear in `fmt`.
 
     With fused MoE experts (`moe_experts="fused"`) the experts and router are not nn.Linear, so they
     are not here: they stay float (`parameters.fused_expert_groups`)."""
@@ -112,45 +115,79 @@ def quantized_linear_tensors(model, fmt: str, blocksize: int, double_quant: bool
     for group in parameters.linear_weight_groups(model, moe_experts):
         rows, cols = group.rows, group.cols
         if fmt in ("nf4", "fp4"):
-            yield nf4_state_tensor_bytes(rows * cols, blocksize, double_quant), group.count
+            yield group.name, nf4_state_tensor_bytes(rows * cols, blocksize, double_quant), group.count
         elif fmt == "int8":
-            yield int8_tensor_bytes(rows, cols), group.count
+            yield group.name, int8_tensor_bytes(rows, cols), group.count
         elif fmt.startswith("gptq-"):
-            yield gptq_tensor_bytes(rows, cols, int(fmt.split("-")[1].rstrip("bit")), group_size), group.count
+            yield group.name, gptq_tensor_bytes(rows, cols, int(fmt.split("-")[1].rstrip("bit")), group_size), group.count
         elif fmt == "awq-4bit":
-            yield awq_tensor_bytes(rows, cols, group_size), group.count
+            yield group.name, awq_tensor_bytes(rows, cols, group_size), group.count
         elif fmt.startswith("gguf-"):
             role = _GGUF_ROLES.get(group.name.split(".")[0], "other")
             per_layer = group.count // layers
             for layer in range(layers):
                 block_type = gguf_tensor_type(fmt, role, layer, layers)
-                yield {"packed": gguf_tensor_bytes(rows * cols, block_type)}, per_layer
+                yield f"{group.name} ({block_type})", {"packed": gguf_tensor_bytes(rows * cols, block_type)}, per_layer
         else:
             raise ValueError(f"not a quantized format: {fmt}")
+
+
+_PART_FORMULAS = {
+    "packed": "codes per weight tensor", "absmax": "per-block absmax", "nested_absmax": "fp32 absmax per 256 blocks",
+    "nested_quant_map": "256-entry fp32 dynamic map", "offset": "0-dim fp32 offset", "quant_map": "16-entry fp32 code table",
+    "SCB": "fp32 scale per output row", "qzeros": "int32 packed zeros per group", "scales": "fp16 scale per group",
+    "g_idx": "int32 group index per input",
+}
+
+
+@lru_cache(maxsize=64)  # solvers plan one model many times; the weights do not change with batch or rank
+def quantized_weight_terms(model, fmt: str, blocksize: int = 64, double_quant: bool = True,
+                           group_size: int = 128, moe_experts: str = "linear") -> tuple[tuple, tuple]:
+    """(packed code terms, quantization-state terms) of all decoder linears: tensors x bytes each, 512 B-rounded."""
+    counts: dict[tuple, int] = {}
+    for name, sizes, count in quantized_linear_tensors(model, fmt, blocksize, double_quant, group_size, moe_experts):
+        for part, nbytes in sizes.items():
+            key = (name, part, nbytes)
+            counts[key] = counts.get(key, 0) + count
+    codes, state = [], []
+    for (name, part, nbytes), count in counts.items():
+        item = term(f"{name}.{part}" if part != "packed" else name, f"tensors x {_PART_FORMULAS[part]} ({fmt})",
+                    (("tensors", count), ("B each", nbytes)), "bitsandbytes/GPTQ/AWQ/ggml layouts (weights.py)",
+                    rounding=ALLOCATION)
+        (codes if part == "packed" else state).append(item)
+    return tuple(codes), tuple(state)
 
 
 def quantized_weight_bytes(model, fmt: str, blocksize: int = 64, double_quant: bool = True,
                            group_size: int = 128, moe_experts: str = "linear") -> tuple[int, int]:
     """(packed code bytes, quantization-state bytes) of all decoder linears, allocator-rounded."""
-    codes = state = 0
-    for sizes, count in quantized_linear_tensors(model, fmt, blocksize, double_quant, group_size, moe_experts):
-        for name, nbytes in sizes.items():
-            if name == "packed":
-                codes += allocation_bytes(nbytes) * count
-            else:
-                state += allocation_bytes(nbytes) * count
-    return codes, state
+    codes, state = quantized_weight_terms(model, fmt, blocksize, double_quant, group_size, moe_experts)
+    return total(codes), total(state)
+
+
+def tensor_group_terms(groups, bytes_per_element: int, dtype: str = "") -> list:
+    """One term per TensorGroup: tensors x elements x B/element, each tensor 512 B-rounded."""
+    label = f"B ({dtype})" if dtype else "B/element"
+    return [term(g.name, "tensors x elements x bytes per element",
+                 (("tensors", g.count), ("elements", g.numel), (label, bytes_per_element)),
+                 "parameter shapes (parameters.py)", rounding=ALLOCATION) for g in groups]
 
 
 def tensor_group_bytes(groups, bytes_per_element: int) -> int:
     """Allocator-rounded bytes of a list of TensorGroups held in one dtype."""
-    return sum(allocation_bytes(g.numel * bytes_per_element) * g.count for g in groups)
+    return total(tensor_group_terms(groups, bytes_per_element))
 
 
-def gguf_embedding_bytes(model, fmt: str) -> int:
-    """GGUF also quantizes token_embd (base type) and output (Q6_K for the k-quant mixes)."""
-    elements = model.vocab_size * model.hidden_size
-    total = gguf_tensor_bytes(elements, gguf_tensor_type(fmt, "token_embd"))
-    if not model.tie_word_embeddings:
-        total += gguf_tensor_bytes(elements, gguf_tensor_type(fmt, "output"))
-    return total
+def gguf_embedding_terms(model, fmt: str) -> list:
+    """GGUF also quantizes token_embd (base type) and output (Q6_K for the k-quant mixes):
+    ceil(elements / block elements) x block bytes each (ggml type traits)."""
+    roles = ("token_embd",) if model.tie_word_embeddings else ("token_embd", "output")
+    terms = []
+    for role in roles:
+        block_type = gguf_tensor_type(fmt, role)
+        elements, nbytes = GGUF_BLOCKS[block_type]
+        terms.append(term(f"{role} ({block_type})", "blocks x bytes per block",
+                          (("blocks", ceil_div(model.vocab_size * model.hidden_size, elements)), ("B/block", nbytes)),
+                          "ggml type traits (ggml.c)"))
+    return terms
+

@@ -44,6 +44,9 @@ class Breakdown(BaseModel):
     cublas_workspace: int = 0
 
     peak_phase: str
+    terms: dict[str, tuple[dict, ...]] = {}
+    """Per allocated component at the peak, the named terms it sums (`vramplan.memory.terms.as_dict`):
+    name, formula, factors [[label, value]], bytes, source, rounding."""
     phase_peaks: dict[str, int]
     peak_allocated_bytes: int
     allocator_reserve_bytes: int
