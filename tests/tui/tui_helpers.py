@@ -61,3 +61,19 @@ def normalise_svg(svg: str) -> str:
     """Drop what may vary between runs: the content-hash class prefix and the window title."""
     svg = re.sub(r"terminal-\d+", "terminal", svg)
     return re.sub(r'(<text class="terminal-title"[^>]*>)[^<]*(</text>)', r"\1\2", svg)
+
+
+# What a terminal sends for each key (Textual's Pilot derives the same characters).
+_CHARACTERS = {"tab": "\t", "shift+tab": None, "backspace": "\x08", "enter": "\r", "escape": "\x1b"}
+
+
+def type_ahead(app, *keys: str) -> None:
+    """Hand `keys` to the app all at once, as a terminal does when keys arrive faster than the
+    app handles them (a busy machine, a quick typist). `pilot.press` waits for the app to be
+    idle after every key, so it never shows what happens to keys that queue up."""
+    from textual import events
+
+    for key in keys:
+        event = events.Key(key, _CHARACTERS.get(key, key if len(key) == 1 else None))
+        event.set_sender(app)
+        app._driver.send_message(event)

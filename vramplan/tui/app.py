@@ -23,7 +23,7 @@ class ExplorerApp(App[None]):
         Binding("f1", "help", "help", priority=True),
         Binding("f2", "copy_command", "copy command", priority=True),
         Binding("f3", "copy_hf", "HF snippet", priority=True),
-        Binding("ctrl+s", "save", "save SVG+JSON", priority=True),
+        Binding("ctrl+s", "save", "save", priority=True),
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
 

@@ -1,23 +1,38 @@
 """Screens: the explorer itself, the help, and a viewer for generated text."""
 from __future__ import annotations
 
+from functools import partial
+
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Checkbox, Footer, Header, Input, Label, Markdown, OptionList, Select, Static, TextArea
+from textual.widgets import Footer, Header, Label, Markdown, OptionList, Select, Static, TextArea
 from textual.worker import get_current_worker
 
 from vramplan.advice import advise
 from vramplan.errors import InputError
 from vramplan.tui.state import WhatIf, largest_that_fit
 from vramplan.tui.widgets import AdviceList, ComponentTable, KnobPanel, Limits, MemoryBar, Verdict
-from vramplan.tui.widgets.knobs import FREE_TEXT, knob_key
+from vramplan.tui.widgets.knobs import FREE_TEXT, knob_values
+
+
+class Results(VerticalScroll, can_focus=False):
+    """The answers: output only, so Tab goes from knob to knob (and to the advice list)."""
 
 
 class ExplorerScreen(Screen):
     """Knobs on the left; verdict, bar, table, limits, advice and the command line on the right."""
+
+    # Priority, so focus moves the moment Tab arrives. A plain Tab binding acts only after the
+    # key has bubbled from the focused widget up to the App's queue, behind any keys typed
+    # meanwhile: on a busy terminal "Tab 2 0 4 8" then typed "2048" into the previous field.
+    BINDINGS = [
+        Binding("tab", "app.focus_next", "next", priority=True),
+        Binding("shift+tab", "app.focus_previous", "back", priority=True),
+    ]
+    AUTO_FOCUS = "#knob-model"  # the first knob, not the panel that holds it
 
     def __init__(self, state: WhatIf) -> None:
         super().__init__()
@@ -27,7 +42,7 @@ class ExplorerScreen(Screen):
         yield Header()
         with Horizontal(id="main"):
             yield KnobPanel(self.state, id="knobs")
-            with VerticalScroll(id="results"):
+            with Results(id="results"):
                 yield Verdict(id="verdict")
                 yield MemoryBar(id="bar")
                 yield Limits(id="limits")
@@ -35,27 +50,26 @@ class ExplorerScreen(Screen):
                 yield AdviceList(id="advice")
                 yield ComponentTable(id="components")
                 yield Static(id="command")
-        yield Footer()
+        yield Footer(compact=True)  # compact, so every key fits at 100 columns
 
     def on_mount(self) -> None:
+        # Each knob reports to `change` from inside its own value change, so a key's effect on
+        # the plan (and the error line) is settled before the widget handles its next key;
+        # Changed messages would reach the screen only after bubbling through six queues.
+        panel = self.query_one(KnobPanel)
+        for key in panel.shown:
+            widget = panel.query_one(f"#knob-{key}")
+            self.watch(widget, "value", partial(self.change, key), init=False)
+            self.watch(widget, "has_focus", partial(self._left, key), init=False)
         self.show_results()
 
     # -- knob changes -> library -> results -------------------------------------------------
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self.change(knob_key(event.input.id), event.value)
-
-    def on_select_changed(self, event: Select.Changed) -> None:
-        self.change(knob_key(event.select.id), event.value)
-
-    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
-        self.change(knob_key(event.checkbox.id), event.value)
-
-    def change(self, key: str | None, raw) -> None:
+    def change(self, key: str, raw) -> None:
         """Apply one knob; on bad input show the error under it and keep the last good result."""
         panel = self.query_one(KnobPanel)
-        if key is None or panel.shown.get(key) == raw:
-            return  # not a knob, or the echo of a value the panel set itself
+        if panel.shown.get(key) == raw:
+            return  # the echo of a value the panel set itself
         panel.shown[key] = raw
         pair = next((lst for lst, text in FREE_TEXT.items() if key in (lst, text)), None)
         try:
@@ -66,10 +80,10 @@ class ExplorerScreen(Screen):
                 text = str(raw) if from_list else panel.choice(pair)
                 (self.state.set_model if pair == "model" else self.state.set_gpu)(text)
         except InputError as exc:
-            panel.set_error(key, exc.message if exc.field in (key, pair) else str(exc))
+            panel.set_error(key, self._not_applied(key, exc.message if exc.field in (key, pair) else str(exc)))
             return
         except Exception as exc:  # e.g. an unreadable file: say so, keep the last good answer
-            panel.set_error(key, f"{type(exc).__name__}: {exc}")
+            panel.set_error(key, self._not_applied(key, f"{type(exc).__name__}: {exc}"))
             return
         if pair and from_list:
             panel.set_quietly(FREE_TEXT[pair], "")  # the list's pick replaces the typed text
@@ -78,6 +92,34 @@ class ExplorerScreen(Screen):
         for other in (pair, FREE_TEXT[pair]) if pair else (key,):
             panel.set_error(other, None)
         self.show_results()
+
+    def _in_use(self, key: str) -> str:
+        """What the plan uses for knob `key`, as the user would type it."""
+        if key in ("model", "model_path"):
+            return self.state.model_text
+        if key in ("gpu", "gpu_size"):
+            return self.state.gpu_text
+        return str(knob_values(self.state)[key]) or "blank"
+
+    def _not_applied(self, key: str, message: str) -> str:
+        # The field and the plan differ while this shows, so say what the plan uses.
+        return f"{message}; planned with {self._in_use(key)} (leaving the field puts it back)"
+
+    def _left(self, key: str, has_focus: bool) -> None:
+        if not has_focus:
+            self._put_back_if_not_applied(key)
+
+    def _put_back_if_not_applied(self, key: str) -> None:
+        """Leaving a knob whose value was not applied puts back the value in use: at rest,
+        every field shows what the plan uses."""
+        panel = self.query_one(KnobPanel)
+        if not self.app.app_focus or key not in panel.errors():
+            return  # the terminal lost focus (the user comes back to this), or nothing to undo
+        pair = next((lst for lst, text in FREE_TEXT.items() if key in (lst, text)), None)
+        values = knob_values(self.state)
+        for other in (pair, FREE_TEXT[pair]) if pair else (key,):
+            panel.set_quietly(other, values[other])
+            panel.set_error(other, None)
 
     def show_results(self) -> None:
         state, breakdown = self.state, self.state.breakdown

@@ -1,10 +1,12 @@
 """Ranked changes that make a run fit; Enter (or a click) applies one."""
 from __future__ import annotations
 
+from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
 from vramplan.cli.format import gib
+from vramplan.tui.widgets.keys import KeysInOrder
 
 
 def advice_line(item) -> str:
@@ -12,10 +14,15 @@ def advice_line(item) -> str:
     return f"{item.change} - saves {gib(item.saved_bytes)} GiB, {verdict}  [{item.flags}]"
 
 
-class AdviceList(OptionList):
+class AdviceList(KeysInOrder, OptionList):
     """Shown only when the run does not fit; `items` are the Advice objects, in list order."""
 
+    BINDINGS = [Binding("enter", "select", "apply this change")]  # shown in the footer
     items: list = []
+
+    def on_focus(self) -> None:
+        if self.highlighted is None and self.items:
+            self.highlighted = 0  # a line to apply is always marked while the list has focus
 
     def show(self, items: list) -> None:
         self.items = list(items)

@@ -9,11 +9,14 @@ TOTAL = "total needed"
 CAPACITY = "GPU capacity"
 
 
-class ComponentTable(DataTable):
-    """Rows are made once; each change rewrites cells with `update_cell` (no flicker)."""
+class ComponentTable(DataTable, can_focus=False):
+    """Rows are made once; each change rewrites cells with `update_cell` (no flicker).
+
+    Output only: no focus and no cursor, so nothing here looks like the focused knob.
+    """
 
     def on_mount(self) -> None:
-        self.cursor_type = "row"
+        self.show_cursor = False
         self.zebra_stripes = True
         self.add_column("component at the peak", key="component")
         self.add_column("GiB", key="gib", width=8)

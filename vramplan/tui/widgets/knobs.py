@@ -19,6 +19,7 @@ from vramplan.errors import InputError
 from vramplan.gpus import list_gpus
 from vramplan.specs import RunConfig
 from vramplan.tui.state import AUTO, WhatIf, field_type
+from vramplan.tui.widgets.keys import KeysInOrder
 
 # The knobs people turn, in tab order; the other RunConfig fields go under "more knobs".
 MAIN_FIELDS = (
@@ -49,7 +50,19 @@ DOUBLING = {"seq_len", "lora_rank", "quant_blocksize", "group_size", "max_new_to
 FREE_TEXT = {"model": "model_path", "gpu": "gpu_size"}
 
 
-class NumberInput(Input):
+class KnobInput(KeysInOrder, Input):
+    """A text knob whose editing keys keep the order they were typed in."""
+
+
+class KnobSelect(KeysInOrder, Select):
+    """A list knob; Space/Enter/Up/Down open it, in the order they were pressed."""
+
+
+class KnobCheckbox(KeysInOrder, Checkbox):
+    """A yes/no knob; Space/Enter toggle this box even when Tab follows at once."""
+
+
+class NumberInput(KnobInput):
     """A text input for a whole number; up/down step it (double/halve for sizes)."""
 
     BINDINGS = [
@@ -92,14 +105,14 @@ def _field_widget(name: str, value):
     tooltip = RunConfig.model_fields[name].description or None
     common = dict(id=knob_id(name), tooltip=tooltip, compact=True)
     if base is bool:
-        return Checkbox(label(name), value=value, **common)
+        return KnobCheckbox(label(name), value=value, **common)
     if typing.get_origin(base) is typing.Literal:
         options = [(AUTO, AUTO)] if optional else []
         options += [(choice, choice) for choice in typing.get_args(base)]
-        return Select(options, value=value, allow_blank=False, **common)
+        return KnobSelect(options, value=value, allow_blank=False, **common)
     if base is int:
         return NumberInput(value, doubling=name in DOUBLING, **common)
-    return Input(value, placeholder=PLACEHOLDERS.get(name, ""), **common)
+    return KnobInput(value, placeholder=PLACEHOLDERS.get(name, ""), **common)
 
 
 def _knob(key: str, text: str, widget) -> Vertical:
@@ -136,11 +149,12 @@ def knob_values(state: WhatIf) -> dict[str, object]:
     return values
 
 
-class KnobPanel(VerticalScroll):
+class KnobPanel(VerticalScroll, can_focus=False):
     """Every knob of the run, plus the model and the GPU.
 
     `shown` holds the raw value each widget shows, so the screen can tell a user's change
     from the echo of a value the panel set itself (Select re-announces its value on mount).
+    The panel itself takes no focus: Tab stops only on the knobs (it scrolls to each).
     """
 
     def __init__(self, state: WhatIf, **kwargs) -> None:
@@ -151,13 +165,13 @@ class KnobPanel(VerticalScroll):
         shown = self.shown
         models = [(spec.name, spec.name) for spec in list_models()]
         gpus = [(f"{gpu.key} ({gib(gpu.total_memory_bytes)} GiB)", gpu.key) for gpu in list_gpus()]
-        yield _knob("model", "model", Select(models, value=shown["model"], prompt="(the path below)", compact=True,
+        yield _knob("model", "model", KnobSelect(models, value=shown["model"], prompt="(the path below)", compact=True,
                                              id=knob_id("model"), tooltip="type to search the catalog"))
-        yield _knob("model_path", "  or path/id", Input(shown["model_path"], compact=True, id=knob_id("model_path"),
+        yield _knob("model_path", "  or path/id", KnobInput(shown["model_path"], compact=True, id=knob_id("model_path"),
                                                         placeholder="config.json, folder, HF id"))
-        yield _knob("gpu", "GPU", Select(gpus, value=shown["gpu"], prompt="(the size below)", compact=True,
+        yield _knob("gpu", "GPU", KnobSelect(gpus, value=shown["gpu"], prompt="(the size below)", compact=True,
                                          id=knob_id("gpu"), tooltip="type to search the profiles"))
-        yield _knob("gpu_size", "  or size", Input(shown["gpu_size"], compact=True, id=knob_id("gpu_size"),
+        yield _knob("gpu_size", "  or size", KnobInput(shown["gpu_size"], compact=True, id=knob_id("gpu_size"),
                                                    placeholder="24GiB or a .toml"))
         for name in MAIN_FIELDS:
             yield _knob(name, label(name), _field_widget(name, shown[name]))
