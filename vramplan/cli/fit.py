@@ -129,6 +129,9 @@ def run(args) -> int:
         return 0 if breakdown.fits else 1
     print(render(breakdown))
     if args.simulate:
+        from vramplan.extras import require_extra
+
+        require_extra("torch", "--simulate")
         from vramplan.simulate.report import render_simulation
 
         print()

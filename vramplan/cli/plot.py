@@ -164,9 +164,11 @@ def _draw_validation(args):
 
 
 def run(args) -> int:
+    from vramplan.extras import require_extra
     from vramplan.plots.output import FIGURE_FORMATS, output_path, save_figure
 
     output_path(args.out, FIGURE_FORMATS)  # a bad --out fails before any work
+    require_extra("plots", "plot")
     path = save_figure(args.draw(args), args.out)
     print(f"wrote {path}")
     return 0

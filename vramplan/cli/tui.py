@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from vramplan.errors import InputError
+from vramplan.extras import require_extra
 
 HELP = "interactive what-if explorer: turn any knob, watch the verdict move"
 EPILOG = """examples:
@@ -42,10 +42,9 @@ def run(args) -> int:
     from vramplan.cli.run_flags import run_config_from_args
 
     run_config = run_config_from_args(args)
-    try:
-        from vramplan.tui.app import ExplorerApp, headless_screenshot
-    except ImportError as exc:
-        raise InputError("tui", f"needs textual ({exc}); pip install 'vramplan[tui]'") from None
+    require_extra("tui", "tui")
+    from vramplan.tui.app import ExplorerApp, headless_screenshot
+
     app = ExplorerApp(args.model, args.gpu, run_config)  # bad --model/--gpu: InputError before drawing
     if args.screenshot:
         import asyncio

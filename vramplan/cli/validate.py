@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from vramplan.errors import InputError
+from vramplan.extras import require_extra
 
 HELP = "run the GPU validation matrix (measured vs predicted) or print its accuracy report"
 EPILOG = """examples:
@@ -76,6 +77,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     if args.validate_command == "run":
+        if not args.list:
+            require_extra("validate", "validate run")
         runner = validation_module("runner")
         if args.matrix is None:
             args.matrix = validation_module("cases").MATRIX_PATH
@@ -100,6 +103,7 @@ def _report(args) -> int:
     summary = report.summarize(rows, worst=args.worst)
     print(report.render_markdown(summary) if args.markdown else report.render_text(summary))
     if args.simulate:
+        require_extra("torch", "--simulate")
         from vramplan.results_files import csv_files
         from vramplan.simulate import compare_with_results
 
