@@ -20,6 +20,11 @@ from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 MATRIX_PATH = Path(__file__).resolve().parent / "matrix.toml"
 CASE_KEYS = {"id", "model", "layers", "gpu", "memory_cap_mib", "warmup_steps", "measured_steps", "note"}
 MIB = 2**20
+# Bounds on an untrusted matrix file: the bundled one is 9 KB and 4 levels deep (file, case
+# array, case table, layers list); steps and caps far above any run the harness is meant for.
+MATRIX_MAX_BYTES = 1 << 20
+MATRIX_MAX_DEPTH = 8
+CASE_BOUNDS = {"layers": 1 << 12, "memory_cap_mib": 1 << 24, "warmup_steps": 1000, "measured_steps": 1000}
 # A capped case must leave the planner no doubt: required at most 0.9x or at least 1.1x capacity.
 CAP_MARGIN = 0.10
 # Measured phase -> the planner phases it spans (the measured peak is the largest of them).
@@ -81,21 +86,71 @@ def _make_run(fields: dict, where: str) -> RunConfig:
 
 
 def _positive_int(value, where: str, key: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise InputError(f"{where}: {key}", f"must be a positive integer (got {value!r})")
+    high = CASE_BOUNDS[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= high:
+        shown = repr(value) if isinstance(value, (int, float, str)) and len(repr(value)) <= 40 else type(value).__name__
+        raise InputError(f"{where}: {key}", f"must be an integer from 1 to {high} (got {shown})")
     return value
+
+
+def _depth(value) -> int:
+    """How deeply `value` nests lists and tables, counted without recursion (a hostile file may
+    nest thousands of levels)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MATRIX_MAX_DEPTH:
+            break
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _parse_matrix(path: Path) -> dict:
+    """The TOML of `path` as a dict, or an InputError saying in one line why it is not a matrix:
+    not a readable regular file, over MATRIX_MAX_BYTES, not UTF-8, not TOML, nested too deep."""
+    try:
+        if not path.is_file():
+            raise InputError("--matrix", f"no such file: {path}" if not path.exists() else f"not a regular file: {path}")
+        if path.stat().st_size > MATRIX_MAX_BYTES:
+            raise InputError(str(path), f"is {path.stat().st_size} bytes; a matrix file is at most {MATRIX_MAX_BYTES}")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError("--matrix", f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(str(path), f"is not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except RecursionError:
+        raise InputError(str(path), f"not valid TOML: nested more than {MATRIX_MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # TOMLDecodeError, and int() past 4300 digits
+        raise InputError(str(path), f"not valid TOML: {str(exc).splitlines()[0][:200]}") from None
+    if _depth(data) > MATRIX_MAX_DEPTH:
+        raise InputError(str(path), f"nested more than {MATRIX_MAX_DEPTH} levels deep (a matrix needs 4)")
+    unknown = sorted(set(data) - {"defaults", "case"})
+    if unknown:
+        raise InputError(f"{path.name}: {unknown[0][:40]}", "is not a matrix key (defaults, case)")
+    if not isinstance(data.get("defaults", {}), dict):
+        raise InputError(f"{path.name}: defaults", "must be a table ([defaults])")
+    cases = data.get("case", [])
+    if not isinstance(cases, list) or not all(isinstance(table, dict) for table in cases):
+        raise InputError(f"{path.name}: case", "must be an array of tables ([[case]])")
+    return data
 
 
 def cases_from_table(table: dict, defaults: dict, where: str) -> list[Case]:
     """The Case(s) one `[[case]]` table describes: one per entry of `layers` when it is a list."""
     merged = {**defaults, **table}
-    for key in ("id", "model"):
-        if not isinstance(merged.get(key), str) or not merged[key]:
-            raise InputError(f"{where}: {key}", "is required (a non-empty string)")
+    for key in ("id", "model", "gpu"):
+        value = merged.get(key, "h100-sxm" if key == "gpu" else None)
+        if not isinstance(value, str) or not value:
+            raise InputError(f"{where}: {key}", "must be a non-empty string" if key in merged else
+                             "is required (a non-empty string)")
     run_fields = {k: v for k, v in merged.items() if k not in CASE_KEYS}
     unknown = sorted(set(run_fields) - set(RunConfig.model_fields))
     if unknown:
-        raise InputError(f"{where}: {unknown[0]}",
+        raise InputError(f"{where}: {unknown[0][:40]}",
                          f"is not a case key ({', '.join(sorted(CASE_KEYS))}) nor a RunConfig field")
     run = _make_run(run_fields, f"{where} ({merged['id']})")
     cap_mib = merged.get("memory_cap_mib")
@@ -122,12 +177,7 @@ def cases_from_table(table: dict, defaults: dict, where: str) -> list[Case]:
 def load_matrix(path: str | Path = MATRIX_PATH) -> list[Case]:
     """Every case of a matrix file, layer lists expanded, ids checked unique."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("--matrix", f"no such file: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(str(path), f"not valid TOML: {exc}") from None
+    data = _parse_matrix(path)
     defaults = data.get("defaults", {})
     cases: list[Case] = []
     for number, table in enumerate(data.get("case", []), start=1):

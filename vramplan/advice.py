@@ -102,8 +102,43 @@ def _power_of_two_floor(value: int) -> int:
     return 1 << (value.bit_length() - 1) if value >= 1 else 0
 
 
+_TRIAL_DIVISOR_LIMIT = 1 << 20
+
+
 def _divisors_below(total: int, below: int) -> list[int]:
-    return [d for d in range(min(total, below - 1), 0, -1) if total % d == 0]
+    """Divisors of `total` under `below`, largest first, built from its prime factors.
+
+    Factors come from trial division by 2 and odd numbers up to 2**20 (what is left above that
+    is kept as one factor, so a product of two primes over 2**20 is not split): at most 2**19
+    steps whatever `total` is, where a loop over every number below `below` ran for minutes at
+    `--batch 2147483648`."""
+    factors: dict[int, int] = {}
+    rest, divisor = total, 2
+    while divisor * divisor <= rest and divisor <= _TRIAL_DIVISOR_LIMIT:
+        while rest % divisor == 0:
+            factors[divisor] = factors.get(divisor, 0) + 1
+            rest //= divisor
+        divisor += 1 if divisor == 2 else 2
+    if rest > 1:
+        factors[rest] = factors.get(rest, 0) + 1
+    divisors = [1]
+    for prime, power in factors.items():
+        divisors = [d * prime**k for d in divisors for k in range(power + 1)]
+    return sorted((d for d in divisors if d < below), reverse=True)
+
+
+def _largest_fitting(candidates: list, fits) -> list:
+    """[the first of `candidates` (largest first) for which `fits` holds] by bisection, else [the
+    last one]: what `_best_of_kind` would pick from all of them, since memory never decreases as
+    the micro-batch grows, in log2(len) plans instead of one plan per candidate."""
+    low, high = 0, len(candidates)  # fits is False before low... answer in [low, high]
+    while low < high:
+        middle = (low + high) // 2
+        if fits(candidates[middle]):
+            high = middle
+        else:
+            low = middle + 1
+    return candidates[low:low + 1] or candidates[-1:]
 
 
 def _targets_flag(targets) -> str:
@@ -124,14 +159,19 @@ def _batch_changes(model, gpu, run):
         return [_Change(("batch",), f"batch {new} (from {batch})", f"--batch {new}",
                         run.model_copy(update={"micro_batch_size": new}))]
     effective = batch * run.grad_accum_steps
-    changes = []
-    for new in _divisors_below(effective, batch):
+
+    def change(new: int) -> _Change:
         accum = effective // new
-        changes.append(_Change(
+        return _Change(
             ("batch",), f"micro-batch {new} x gradient accumulation {accum} (same effective batch {effective})",
             f"--batch {new} --accum {accum}",
-            run.model_copy(update={"micro_batch_size": new, "grad_accum_steps": accum})))
-    return changes
+            run.model_copy(update={"micro_batch_size": new, "grad_accum_steps": accum}))
+
+    def fits(new: int) -> bool:
+        result = _plan(model, gpu, change(new).run)
+        return result is not None and result.fits
+
+    return [change(new) for new in _largest_fitting(_divisors_below(effective, batch), fits)]
 
 
 def _seq_changes(model, gpu, run):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import textwrap
 
-from vramplan.plots.style import COMPONENT_STYLE, EDGE, component_label, new_figure, to_gib
+from vramplan.plots.style import COMPONENT_STYLE, EDGE, component_label, new_figure, plain_text, to_gib
 
 
 def breakdown_figure(breakdown):
@@ -27,17 +27,17 @@ def breakdown_figure(breakdown):
 
     capacity = to_gib(breakdown.capacity_bytes)
     axes.axhline(capacity, color="black", linestyle="--", linewidth=1.6)
-    axes.text(0.31, capacity, f" {breakdown.gpu} capacity {capacity:.2f} GiB", va="bottom", ha="left", fontsize=9)
+    axes.text(0.31, capacity, f" {plain_text(breakdown.gpu)} capacity {capacity:.2f} GiB", va="bottom", ha="left", fontsize=9)
     peak = to_gib(breakdown.peak_allocated_bytes)
     axes.plot([-0.36, 0.36], [peak, peak], color="black", linestyle=":", linewidth=1.2)
     axes.text(0.37, peak, f" predicted max_memory_allocated {peak:.2f} GiB", va="center", ha="left", fontsize=8)
 
     verdict = "fits" if breakdown.fits else "does NOT fit"
     headroom = to_gib(breakdown.headroom_bytes)
-    figure.suptitle(f"{breakdown.model} on {breakdown.gpu}: {verdict}\n"
+    figure.suptitle(f"{plain_text(breakdown.model)} on {plain_text(breakdown.gpu)}: {verdict}\n"
                     f"headroom {headroom:+.2f} GiB, peak in the {breakdown.peak_phase.replace('_', ' ')} phase",
                     fontsize=11)
-    figure.supxlabel(textwrap.fill(describe_run(breakdown), 110), fontsize=8)
+    figure.supxlabel(plain_text(textwrap.fill(describe_run(breakdown), 110)), fontsize=8)
     axes.set_ylabel("GPU memory (GiB)")
     axes.set_xlim(-0.6, 1.9)
     axes.set_ylim(0, max(bottom, capacity) * 1.1)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vramplan.plots.style import EDGE, MATRIX_CMAP, new_figure, readable_text_colour, short_count, to_gib
+from vramplan.plots.style import EDGE, MATRIX_CMAP, new_figure, plain_text, readable_text_colour, short_count, to_gib
 
 BATCH_LIMIT = 1024
 CELL_KINDS = ("seq", "batch")
@@ -73,8 +73,8 @@ def fit_matrix_figure(matrix: FitMatrix):
             if headroom[i, j] < 0:
                 axes.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="//",
                                          edgecolor=colour, linewidth=0, alpha=0.45))
-    axes.set_xticks(range(cols), matrix.gpus, fontsize=9)
-    axes.set_yticks(range(rows), matrix.models)
+    axes.set_xticks(range(cols), [plain_text(gpu) for gpu in matrix.gpus], fontsize=9)
+    axes.set_yticks(range(rows), [plain_text(model) for model in matrix.models])
     axes.set_xticks(np.arange(cols + 1) - 0.5, minor=True)
     axes.set_yticks(np.arange(rows + 1) - 0.5, minor=True)
     axes.grid(which="minor", color=EDGE, linewidth=0.5)

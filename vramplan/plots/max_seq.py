@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vramplan.plots.style import LINESTYLES, MARKERS, OKABE_ITO, new_figure, short_count
+from vramplan.plots.style import LINESTYLES, MARKERS, OKABE_ITO, new_figure, plain_text, short_count
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
 SEQ_LIMIT = 1_048_576
@@ -39,7 +39,7 @@ def max_seq_figure(curves: MaxSeqCurves):
     for j, gpu in enumerate(curves.gpus):
         seqs = curves.max_seq[j]
         fits = seqs > 0
-        label = gpu if fits.any() else f"{gpu} (nothing fits)"
+        label = plain_text(gpu if fits.any() else f"{gpu} (nothing fits)")
         axes.plot(batches[fits], seqs[fits], label=label, color=OKABE_ITO[j % len(OKABE_ITO)],
                   marker=MARKERS[j % len(MARKERS)], linestyle=LINESTYLES[j % len(LINESTYLES)], linewidth=1.8)
     axes.set_xscale("log", base=2)
@@ -52,7 +52,7 @@ def max_seq_figure(curves: MaxSeqCurves):
     axes.set_xlabel("micro-batch size")
     axes.set_ylabel("max sequence length (tokens)")
     run = curves.run
-    axes.set_title(f"{curves.model}, {run.method}: longest sequence that fits per micro-batch", fontsize=11)
+    axes.set_title(f"{plain_text(curves.model)}, {run.method}: longest sequence that fits per micro-batch", fontsize=11)
     axes.legend(title="GPU", fontsize=8, title_fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     axes.grid(which="both", alpha=0.3)
     return figure

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vramplan.plots.style import COMPONENT_STYLE, EDGE, component_label, new_figure, short_count, to_gib
+from vramplan.plots.style import COMPONENT_STYLE, EDGE, component_label, new_figure, plain_text, short_count, to_gib
 
 TAKEOVER_COMPONENTS = ("activations", "logits_loss", "kv_cache")
 
@@ -89,7 +89,7 @@ def seq_components_figure(data: SeqComponents):
                    labels=[component_label(name) for name in shown], colors=[c for c, _ in styles],
                    hatch=[h for _, h in styles], edgecolor=EDGE, linewidth=0.4)
     capacity = to_gib(data.capacity_bytes)
-    axes.axhline(capacity, color="black", linestyle="--", linewidth=1.6, label=f"{data.gpu} capacity ({capacity:.2f} GiB)")
+    axes.axhline(capacity, color="black", linestyle="--", linewidth=1.6, label=f"{plain_text(data.gpu)} capacity ({capacity:.2f} GiB)")
     # Past ~2.5x the capacity the curves say nothing new and squash the part that matters.
     required = to_gib(data.required_bytes)
     top = max(min(float(required.max()), 2.5 * capacity), float(required.min()) * 1.3, capacity) * 1.08
@@ -107,7 +107,7 @@ def seq_components_figure(data: SeqComponents):
     axes.set_xlabel("sequence length (tokens)")
     axes.set_ylabel("GPU memory at the peak phase (GiB)")
     run = data.run
-    axes.set_title(f"{data.model} on {data.gpu}, {run.method}, batch {run.micro_batch_size}: memory by component\n"
+    axes.set_title(f"{plain_text(data.model)} on {plain_text(data.gpu)}, {run.method}, batch {run.micro_batch_size}: memory by component\n"
                    f"({fit_text})", fontsize=10)
     handles, labels = axes.get_legend_handles_labels()
     axes.legend(handles[::-1], labels[::-1], fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5),

@@ -33,6 +33,13 @@ COMPONENT_STYLE = {
 }
 
 
+def plain_text(text: str) -> str:
+    """`text` drawn as it is: every `$` escaped, so matplotlib never reads an untrusted name (a model
+    folder, a GPU profile, a results file's column) as mathtext, which would typeset `$x^2$` and fail
+    the whole figure on `$\\frac$`. Backslashes outside `$...$` are drawn literally already."""
+    return str(text).replace("$", r"\$")
+
+
 def component_label(name: str) -> str:
     return COMPONENT_LABELS.get(name, name.replace("_", " "))
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from vramplan.errors import InputError
 from vramplan.results_files import csv_files
-from vramplan.plots.style import MARKERS, OKABE_ITO, new_figure, to_gib
+from vramplan.plots.style import MARKERS, OKABE_ITO, new_figure, plain_text, to_gib
 
 REQUIRED_COLUMNS = ("model", "method", "predicted_peak_bytes", "measured_peak_bytes", "status")
 GPU_COLUMNS = ("gpu", "device_name")
@@ -85,7 +85,7 @@ def validation_figure(results: ValidationResults, band: float = 0.10):
     methods = sorted(set(np.array(results.method)[ok]))
     for k, method in enumerate(methods):
         chosen = ok & (np.array(results.method) == method)
-        axes.scatter(predicted[chosen], measured[chosen], label=f"{method} ({int(chosen.sum())})",
+        axes.scatter(predicted[chosen], measured[chosen], label=plain_text(f"{method} ({int(chosen.sum())})"),
                      color=OKABE_ITO[k % len(OKABE_ITO)], marker=MARKERS[k % len(MARKERS)],
                      edgecolor="black", linewidth=0.5, s=36, zorder=3)
     if ok.any():

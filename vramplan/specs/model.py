@@ -3,12 +3,54 @@
 A spec comes from the bundled catalog, an HF `config.json`, a local model folder or a
 safetensors header; `layer_linears()` lists the `nn.Linear` modules of one decoder layer
 with the names Hugging Face uses (the names LoRA `target_modules` match).
+
+Every count has an upper bound (`MODEL_BOUNDS`) far above any published model, so that a
+hostile or mistyped config is refused here instead of planned: the largest real values are
+hidden 18432 and intermediate 73728 (Nemotron-4-340B), 126 layers and 128 heads (Llama-3.1-405B), head_dim
+256 (Gemma), vocab 262208 (Gemma-3), 384 experts (Kimi-K2), a 10485760-token context
+(Llama-4-Scout), about 1.6e12 parameters (Switch-C).
+
+| field                     | allowed           |
+|---------------------------|-------------------|
+| hidden_size               | 1 .. 2**17        |
+| intermediate_size         | 1 .. 2**20        |
+| num_hidden_layers         | 1 .. 2**12        |
+| num_attention_heads       | 1 .. 2**12        |
+| num_key_value_heads       | 0 .. 2**12 (0: same as heads) |
+| head_dim                  | 0 .. 2**12 (0: hidden_size / heads) |
+| vocab_size                | 1 .. 2**24        |
+| num_local_experts         | 1 .. 2**12        |
+| num_experts_per_tok       | 1 .. num_local_experts |
+| norms_per_layer           | 0 .. 2**4         |
+| sliding_window            | 0 .. 2**24 tokens |
+| sliding_window_pattern    | 0 .. 2**12        |
+| max_position_embeddings   | 1 .. 2**24 tokens |
+| checkpoint_parameters     | 0 .. 2**44        |
+| parameters (derived: layer linears x layers + embeddings) | at most 2**44 |
 """
 from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# field -> (smallest, largest) allowed; see the table in the module docstring.
+MODEL_BOUNDS: dict[str, tuple[int, int]] = {
+    "hidden_size": (1, 1 << 17), "intermediate_size": (1, 1 << 20), "num_hidden_layers": (1, 1 << 12),
+    "num_attention_heads": (1, 1 << 12), "num_key_value_heads": (0, 1 << 12), "head_dim": (0, 1 << 12),
+    "vocab_size": (1, 1 << 24), "num_local_experts": (1, 1 << 12), "num_experts_per_tok": (1, 1 << 12),
+    "norms_per_layer": (0, 1 << 4), "sliding_window": (0, 1 << 24), "sliding_window_pattern": (0, 1 << 12),
+    "max_position_embeddings": (1, 1 << 24), "checkpoint_parameters": (0, 1 << 44),
+}
+MAX_PARAMETERS = 1 << 44  # 17.6e12: ten times the largest published model
+
+
+def _bounded(field: str, default: int | None = None, **extra):
+    low, high = MODEL_BOUNDS[field]
+    if default is None:
+        return Field(ge=low, le=high, **extra)
+    return Field(default=default, ge=low, le=high, **extra)
+
 
 Architecture = Literal["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
 
@@ -28,31 +70,31 @@ class ModelSpec(BaseModel):
 
     name: str
     architecture: Architecture = "llama"
-    hidden_size: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0)
-    num_hidden_layers: int = Field(gt=0)
-    num_attention_heads: int = Field(gt=0)
-    num_key_value_heads: int = Field(default=0, ge=0, description="0 means same as attention heads")
-    head_dim: int = Field(default=0, ge=0, description="0 means hidden_size // num_attention_heads")
-    vocab_size: int = Field(gt=0)
+    hidden_size: int = _bounded("hidden_size")
+    intermediate_size: int = _bounded("intermediate_size")
+    num_hidden_layers: int = _bounded("num_hidden_layers")
+    num_attention_heads: int = _bounded("num_attention_heads")
+    num_key_value_heads: int = _bounded("num_key_value_heads", 0, description="0 means same as attention heads")
+    head_dim: int = _bounded("head_dim", 0, description="0 means hidden_size // num_attention_heads")
+    vocab_size: int = _bounded("vocab_size")
     tie_word_embeddings: bool = False
-    num_local_experts: int = Field(default=1, ge=1)
-    num_experts_per_tok: int = Field(default=1, ge=1)
+    num_local_experts: int = _bounded("num_local_experts", 1)
+    num_experts_per_tok: int = _bounded("num_experts_per_tok", 1)
     attention_bias: bool = False
     fused_qkv: bool = False
     fused_gate_up: bool = False
-    norms_per_layer: int = Field(default=2, ge=0)
+    norms_per_layer: int = _bounded("norms_per_layer", 2)
     final_logit_softcapping: bool = False
     qk_norm: bool = Field(default=False, description="RMSNorm over head_dim on q and k (Qwen3, Gemma-3)")
-    sliding_window: int = Field(default=0, ge=0, description="local attention window in tokens; 0 = none")
-    sliding_window_pattern: int = Field(
-        default=0, ge=0, description="every Nth layer is global, the others local; 0 = every layer local")
-    max_position_embeddings: int = Field(default=4096, gt=0)
+    sliding_window: int = _bounded("sliding_window", 0, description="local attention window in tokens; 0 = none")
+    sliding_window_pattern: int = _bounded(
+        "sliding_window_pattern", 0, description="every Nth layer is global, the others local; 0 = every layer local")
+    max_position_embeddings: int = _bounded("max_position_embeddings", 4096)
     hf_id: str = ""
     source: str = "catalog"
     stored_weight_format: str = Field(
         default="", description="format of a pre-quantized checkpoint (nf4, gptq-4bit, ...); '' if float")
-    checkpoint_parameters: int = Field(default=0, ge=0, description="exact count from safetensors headers; 0 if unread")
+    checkpoint_parameters: int = _bounded("checkpoint_parameters", 0, description="exact count from safetensors headers; 0 if unread")
     notes: tuple[str, ...] = Field(
         default=(), description="what was assumed for config fields the planner does not model")
 
@@ -74,7 +116,18 @@ class ModelSpec(BaseModel):
             )
         if self.num_experts_per_tok > self.num_local_experts:
             raise ValueError("num_experts_per_tok: must be at most num_local_experts")
+        if self.parameter_bound_count > MAX_PARAMETERS:
+            raise ValueError(f"hidden_size: these sizes make {self.parameter_bound_count:.3g} parameters; "
+                             f"at most 2**44 ({MAX_PARAMETERS:.3g}) are planned")
         return self
+
+    @property
+    def parameter_bound_count(self) -> int:
+        """Decoder-layer linears x layers + input and output embeddings (norms and biases left out):
+        the count MAX_PARAMETERS bounds, in exact integers."""
+        per_layer = sum(lin.in_features * lin.out_features * lin.count for lin in self.layer_linears())
+        embeddings = self.vocab_size * self.hidden_size * (1 if self.tie_word_embeddings else 2)
+        return per_layer * self.num_hidden_layers + embeddings
 
     @property
     def sliding_window_layers(self) -> int:
