@@ -82,7 +82,7 @@ def test_room_to_spare_says_when_it_rounds(capsys):
     main(["fit", "--model", "13b", "--gpu", "t4"])
     out = capsys.readouterr().out
     assert "LoRA rank up to 64 (power of two; exact maximum 85)" in out
-    assert "sequences up to 4096 (the model's context window; exact maximum 4301)" in out
+    assert "sequences up to 4096 tokens (the model's context window; exact maximum 4301)" in out
 
 
 def test_simulate_json_carries_the_simulation(capsys):

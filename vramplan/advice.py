@@ -547,8 +547,8 @@ def spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown |
     exact_seq = max_seq_len(model, gpu, run)
     seq = min(exact_seq, max(run.seq_len, model.max_position_embeddings))
     if seq > run.seq_len:
-        shown = describe_rounded(seq, exact_seq, "the model's context window")
-        hints.append(_Change(("seq",), f"sequences up to {shown} tokens fit (from {run.seq_len})",
+        shown = describe_rounded(seq, exact_seq, "the model's context window", " tokens")
+        hints.append(_Change(("seq",), f"sequences up to {shown} fit (from {run.seq_len})",
                              f"--seq {seq}", run.model_copy(update={"seq_len": seq})))
     if run.uses_lora:
         exact_rank = max_lora_rank(model, gpu, run)

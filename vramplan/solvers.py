@@ -197,9 +197,10 @@ def power_of_two_floor(value: int) -> int:
     return 1 << (int(value).bit_length() - 1) if value > 0 else 0
 
 
-def describe_rounded(value: int, exact: int, how: str) -> str:
-    """'64 (power of two; exact maximum 85)' when a view rounds the solver's answer, else '85'."""
-    return str(exact) if value == exact else f"{value} ({how}; exact maximum {exact})"
+def describe_rounded(value: int, exact: int, how: str, unit: str = "") -> str:
+    """'64 (power of two; exact maximum 85)' when a view rounds the solver's answer, else '85'
+    (`unit`, e.g. ' tokens', follows the number)."""
+    return f"{exact}{unit}" if value == exact else f"{value}{unit} ({how}; exact maximum {exact})"
 
 
 # --- vectorized verdicts (numpy), for sweeps and plots ------------------------------------------

@@ -133,4 +133,4 @@ def test_qk_norm_saves_equal_what_the_simulator_adds_over_the_same_model_without
         return simulate(model, gpu, run).phase_categories["forward"]["activations"]
 
     per_token_layer = (forward_activations(qwen3) - forward_activations(llama_like)) / (256 * qwen3.num_hidden_layers)
-    assert per_token_layer == qk_norm_saved_per_token(qwen3, run, resolve_dtypes(run, gpu))
+    assert per_token_layer == qk_norm_saved_per_token(qwen3, run, resolve_dtypes(run, gpu, qwen3))

@@ -65,6 +65,6 @@ def test_extrapolation_of_gemma3_local_and_global_layers_equals_a_full_depth_sim
         num_attention_heads=4, num_key_value_heads=1, head_dim=64, vocab_size=1000, sliding_window=32))
     gpu, run = get_gpu("h100"), make_run(**fields)
     extrapolated = simulate(small_gemma3, gpu, run)
-    direct = _simulate_layers(small_gemma3, gpu, run, resolve_dtypes(run, gpu), small_gemma3.num_hidden_layers)
+    direct = _simulate_layers(small_gemma3, gpu, run, resolve_dtypes(run, gpu, small_gemma3), small_gemma3.num_hidden_layers)
     assert extrapolated.phase_peaks == direct.phase_peaks
     assert extrapolated.phase_categories == direct.phase_categories
