@@ -47,10 +47,10 @@ MODEL_BOUNDS: dict[str, int] = {
 }
 
 
-def bound_message(bound: int) -> str:
+def bound_message(bound: int, unit: str = "") -> str:
     """The one wording every bound error uses."""
     power = f"2**{bound.bit_length() - 1} = " if bound & (bound - 1) == 0 else ""
-    return f"must be at most {power}{bound:,}: no real run comes near it"
+    return f"must be at most {power}{bound:,}{unit} (no real run comes near it)"
 
 
 
