@@ -46,7 +46,7 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         rows = list(reader)
     except csv.Error:
-        raise InputError(f"{origin}:{reader.line_num}", "not a well-formed CSV line (a field over 128 KB or a NUL byte)") from None
+        raise InputError(f"{origin}:{reader.line_num}", "not a well-formed CSV line (a field over 128 KB?)") from None
     if not rows:
         return [], []
     header, records = rows[0], []

@@ -251,6 +251,6 @@ def _index_shards(path: Path) -> list[str]:
             raise InputError(origin, f"weight_map: shard {shown_value(shard)} must be a .safetensors file name in the same folder")
     shards = list(dict.fromkeys(weight_map.values()))
     for shard in shards:
-        if not (path.parent / shard).is_file():
+        if not (path.parent / shard).exists():
             raise InputError(origin, f"weight_map: shard '{shown(shard)}' is missing")
     return shards
