@@ -213,3 +213,9 @@ def test_results_csv_over_the_size_bound_is_refused_without_reading(tmp_path):
 
 def test_untrusted_names_are_shown_with_control_characters_escaped():
     assert shown("a\nb\x1b[31m\u202e") == "a\\nb\\x1b[31m\\u202e"
+
+
+@pytest.mark.parametrize("text", ["a" * 300 + "/config.json", "/tmp/" + "b" * 256, "~no_such_user_vramplan/x"])
+def test_model_path_with_a_long_component_or_unknown_user_is_an_input_error(text):
+    from vramplan.resolve import resolve_model
+    assert refused(resolve_model, text).field == "model"
