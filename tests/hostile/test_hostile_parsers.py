@@ -181,7 +181,7 @@ def test_every_bounded_run_field_refuses_one_past_its_bound_and_accepts_the_boun
     make_run(**{field: RUN_BOUNDS[field]})
 
 
-@pytest.mark.parametrize("fields", [{"micro_batch_size": True}, {"lora_alpha": float("nan")}, {"lora_alpha": float("inf")}])
+@pytest.mark.parametrize("fields", [{"micro_batch_size": True}, {"lora_rank": "99999999"}, {"lora_alpha": float("nan")}, {"lora_alpha": float("inf")}])
 def test_run_config_refuses_bools_and_non_finite_numbers(fields):
     refused(make_run, **fields)
 

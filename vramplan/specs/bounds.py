@@ -54,10 +54,15 @@ def bound_message(bound: int, unit: str = "") -> str:
 
 
 
-def within_bound(value, name: str, bounds: dict[str, int]):
-    """`value` itself, or ValueError when it is a bool (True is 1 in Python) or above `bounds[name]`."""
+def not_bool(value):
+    """`value` itself, or ValueError when it is a bool: True is 1 in Python, never a size or count."""
     if isinstance(value, bool):
         raise ValueError(f"must be a number, not {value}")
-    if isinstance(value, (int, float)) and value > bounds[name]:
+    return value
+
+
+def within_bound(value, name: str, bounds: dict[str, int]):
+    """`value` itself (already validated as a number), or ValueError when it is above `bounds[name]`."""
+    if value is not None and value > bounds[name]:
         raise ValueError(bound_message(bounds[name]))
     return value

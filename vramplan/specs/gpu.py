@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from vramplan.specs.bounds import GPU_BOUNDS, within_bound
+from vramplan.specs.bounds import GPU_BOUNDS, not_bool, within_bound
 from vramplan.text import has_unsafe_characters
 
 
@@ -41,6 +41,11 @@ class GPUSpec(BaseModel):
     size_reading: str = Field(default="", description="how a size given as the GPU was read (a plan note)")
 
     @field_validator(*GPU_BOUNDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        return not_bool(value)
+
+    @field_validator(*GPU_BOUNDS)
     @classmethod
     def _within_bounds(cls, value, info: ValidationInfo):
         """Each size at most its `vramplan.specs.bounds.GPU_BOUNDS` entry (256 TiB of memory)."""

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from vramplan.specs.bounds import RUN_BOUNDS, within_bound
+from vramplan.specs.bounds import RUN_BOUNDS, not_bool, within_bound
 
 Method = Literal["qlora", "lora", "full", "inference"]
 WeightFormat = Literal[
@@ -70,6 +70,11 @@ class RunConfig(BaseModel):
     fragmentation: float = Field(default=0.05, ge=0, lt=1, description="allocator reserve over the allocated peak")
 
     @field_validator(*RUN_BOUNDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        return not_bool(value)
+
+    @field_validator(*RUN_BOUNDS)
     @classmethod
     def _within_bounds(cls, value, info: ValidationInfo):
         """Each numeric field at most its `vramplan.specs.bounds.RUN_BOUNDS` entry; bools are not numbers."""
