@@ -219,3 +219,13 @@ def test_untrusted_names_are_shown_with_control_characters_escaped():
 def test_model_path_with_a_long_component_or_unknown_user_is_an_input_error(text):
     from vramplan.resolve import resolve_model
     assert refused(resolve_model, text).field == "model"
+
+
+def test_bound_tables_name_real_spec_fields():
+    """A typo in a bounds table would silently bound nothing."""
+    from vramplan.specs.bounds import MODEL_BOUNDS
+    from vramplan.specs.gpu import GPUSpec
+    from vramplan.specs.model import ModelSpec
+    from vramplan.specs.run import RunConfig
+    for table, spec in ((RUN_BOUNDS, RunConfig), (GPU_BOUNDS, GPUSpec), (MODEL_BOUNDS, ModelSpec)):
+        assert set(table) <= set(spec.model_fields), set(table) - set(spec.model_fields)
