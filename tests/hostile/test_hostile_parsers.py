@@ -132,7 +132,7 @@ def test_config_json_linked_from_outside_the_model_folder_is_refused(tmp_path):
 
 @pytest.mark.parametrize("text", [
     "x = " + "[" * 5000 + "]" * 5000,
-    ".".join(["a"] * 5000) + " = 1",
+    'name = "g"\ntotal_memory_bytes = 1000\n' + ".".join(["a"] * 5000) + " = 1",
     "total_memory_bytes = " + HUGE_INT,
     "total_memory_bytes = true",
     "total_memory_bytes = 16e9",
@@ -142,7 +142,7 @@ def test_config_json_linked_from_outside_the_model_folder_is_refused(tmp_path):
     'name = "a\\nFITS"\ntotal_memory_bytes = 1000',
     'name = "\\u001b[31m"\ntotal_memory_bytes = 1000',
     'aliases = ["\\u0007"]\ntotal_memory_bytes = 1000',
-    "x = 1\n" * 20000,
+    'name = "g"\ntotal_memory_bytes = 1000\n' + "# padding\n" * 20000,
 ], ids=["deep-array", "dotted-5000", "huge-int", "bool-memory", "float-memory", "string-memory", "int-bf16",
         "over-bound", "newline-name", "ansi-name", "bell-alias", "oversized"])
 def test_gpu_profile_toml_that_is_hostile_is_an_input_error(text):
