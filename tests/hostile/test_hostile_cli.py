@@ -44,7 +44,7 @@ def test_header_of_a_million_empty_tensors_is_refused_in_milliseconds_not_parsed
     entry = b'"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
     header = b"{" + b",".join(entry % i for i in range(400_000)) + b"}"
     folder = model_folder(tmp_path, files={"model.safetensors": safetensors_bytes(header)})
-    assert "at most 262144 tensors" in assert_refused("fit", "--model", str(folder), "--gpu", "t4")
+    assert "at most 131072 tensors" in assert_refused("fit", "--model", str(folder), "--gpu", "t4")
 
 
 def test_gpu_profile_with_terminal_escapes_in_its_name_is_refused(tmp_path):

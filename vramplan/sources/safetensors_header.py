@@ -26,8 +26,9 @@ MAX_INDEX_BYTES = 50_000_000
 # The largest real single-file headers hold tens of thousands of tensors (DeepSeek-V3's index
 # maps ~91k across 163 shards; unsharded MoE files a few 10k). A tensor entry holds dtype,
 # shape (<= 16 dims), data_offsets: about 12 values.
-MAX_TENSORS = 262_144
-MAX_VALUES_PER_TENSOR = 64
+MAX_TENSORS = 131_072
+MAX_VALUES_PER_TENSOR = 32  # a 16-dim entry has 23 separators; typical entries 11
+MIN_VALUES_ALLOWED = 2_000_000  # headroom for metadata strings full of commas (kohya LoRA tag lists)
 
 ITEM_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
@@ -103,8 +104,9 @@ def read_header(path: str | Path) -> SafetensorsHeader:
 def _check_entry_count(raw: bytes, origin: str) -> None:
     """Refuse, before parsing, headers with more objects or values than any real checkpoint.
 
-    Each tensor is one JSON object (`{` counts it) holding at most ~20 values (`,` and `:` count
-    them); braces or commas inside names only over-count, so a real header is never refused.
+    Each tensor is one JSON object (`{` counts it) holding at most ~23 values (`,` and `:` count
+    them); braces or commas inside names and metadata only over-count, and at least 2M are
+    allowed, so a real header is not refused. Worst case allowed: ~4M values, ~400 MB to parse.
     bytes.count runs at memory speed: a 100 MB header is refused in milliseconds, not parsed
     in 30 s and 1.5 GB.
     """
@@ -112,7 +114,7 @@ def _check_entry_count(raw: bytes, origin: str) -> None:
     if objects > MAX_TENSORS + 2:
         raise InputError(origin, f"safetensors header has {objects} objects; at most {MAX_TENSORS} tensors per file allowed")
     values = raw.count(b",") + raw.count(b":")
-    if values > MAX_VALUES_PER_TENSOR * (objects + 1):
+    if values > max(MIN_VALUES_ALLOWED, MAX_VALUES_PER_TENSOR * (objects + 1)):
         raise InputError(origin, f"safetensors header has {values} values for {objects} entries; "
                                  f"at most {MAX_VALUES_PER_TENSOR} per tensor allowed")
 
