@@ -151,8 +151,8 @@ def write(tmp_path: Path, data: bytes) -> Path:
     "data, message",
     [
         (b"\x05\x00\x00", "truncated"),
-        (struct.pack("<Q", 500) + b"{}", "claims 500 bytes but the file has"),
-        (struct.pack("<Q", 200_000_000) + b"{}", "at most 100000000"),
+        (struct.pack("<Q", 500) + b"{}", "header length is larger than the file"),
+        (struct.pack("<Q", 200_000_000) + b"{}", "100000000-byte bound"),
         (struct.pack("<Q", 4) + b"nope", "not valid JSON"),
         (struct.pack("<Q", 2) + b"[]", "must be a JSON object"),
         (raw_header({"w": {"dtype": "F32", "shape": [-2, 2], "data_offsets": [0, 16]}}, 16), "non-negative"),

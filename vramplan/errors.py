@@ -17,10 +17,12 @@ class InputError(ValueError):
 
 def from_validation_error(exc, prefix: str = "") -> InputError:
     """Turn a pydantic ValidationError into an InputError about its first problem."""
-    first = exc.errors()[0]
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "__root__")
+    from vramplan.text import shown, shown_value
+
+    first = exc.errors(include_url=False)[0]
+    location = shown(".".join(str(part) for part in first.get("loc", ()) if part != "__root__"))
     field = f"{prefix}{location}" if location else prefix.rstrip(".")
     message = first.get("msg", str(exc)).replace("Value error, ", "")
     if "input" in first and first.get("type") not in ("missing",):
-        message = f"{message} (got {first['input']!r})"
+        message = f"{message} (got {shown_value(first['input'])})"
     return InputError(field or "input", message)

@@ -16,7 +16,11 @@ from pathlib import Path
 
 from vramplan.catalog import lookup, normalize_name
 from vramplan.errors import InputError, from_validation_error
+from vramplan.paths import exists, user_path
+from vramplan.sources.json_file import read_bounded
+from vramplan.specs.bounds import GPU_BOUNDS, bound_message
 from vramplan.specs.gpu import GPUSpec
+from vramplan.text import shown
 
 # Binary units for G/M/T without "B", as in `ls -h` and PyTorch's allocator messages.
 _UNIT_BYTES = {
@@ -24,7 +28,10 @@ _UNIT_BYTES = {
     "gib": 2**30, "g": 2**30, "gb": 10**9,
     "mib": 2**20, "m": 2**20, "mb": 10**6,
 }
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
+# ASCII digits only (`\d` also matches '٣'), at most 12 before the point: 10^12 TiB is past every bound.
+_SIZE = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,12})?)\s*([a-z]+)\s*$", re.ASCII)
+_LONG_SIZE = re.compile(r"^\s*[0-9.]{13,}\s*[a-z]+\s*$", re.ASCII)
+MAX_PROFILE_BYTES = 65_536  # a profile is ~20 short lines; bundled ones are under 2 KB
 _LIST_HINT = "vramplan gpus lists all; or give a size like 24GiB or a .toml file"
 
 
@@ -41,10 +48,16 @@ def _profile_dir() -> Traversable:
 
 def gpu_from_toml(text: str, origin: str, default_key: str) -> GPUSpec:
     """A GPUSpec from TOML text; errors name `origin` (the file) and the field."""
+    if len(text) > MAX_PROFILE_BYTES:
+        raise InputError(origin, f"larger than {MAX_PROFILE_BYTES} characters; not a GPU profile")
     try:
         fields = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(origin, f"not valid TOML: {exc}") from None
+        raise InputError(origin, f"not valid TOML: {shown(exc)}") from None
+    except RecursionError:  # tomllib recurses on nested arrays and inline tables
+        raise InputError(origin, "not a GPU profile: nested too deeply") from None
+    except ValueError:  # an integer over 4,300 digits
+        raise InputError(origin, "not a GPU profile: holds a number too long to be a real one") from None
     fields.setdefault("key", default_key)
     fields.setdefault("name", fields["key"])
     try:
@@ -76,6 +89,8 @@ def _profiles() -> tuple[dict[str, GPUSpec], dict[str, str]]:
 def parse_size(text: str) -> int | None:
     """Bytes in a size like `24GiB`, `24GB`, `80G`, `16384MiB`; None when it is not one."""
     match = _SIZE.match(text.lower())
+    if not match and _LONG_SIZE.match(text.lower()):
+        raise InputError("gpu", f"size {shown(text.strip()[:40])}...: at most 12 digits before and after the point")
     if not match or match.group(2) not in _UNIT_BYTES:
         return None
     return int(float(match.group(1)) * _UNIT_BYTES[match.group(2)])
@@ -94,7 +109,9 @@ def size_reading(text: str) -> str:
 def custom_gpu(total_memory_bytes: int, label: str) -> GPUSpec:
     """A GPU known only by its memory size: bf16 assumed, default context and workspace."""
     if total_memory_bytes <= 0:
-        raise InputError("gpu", f"size must be positive (got {label!r})")
+        raise InputError("gpu", f"size must be positive (got {shown(label)!r})")
+    if total_memory_bytes > GPU_BOUNDS["total_memory_bytes"]:
+        raise InputError("gpu", f"size {shown(label)}: {bound_message(GPU_BOUNDS['total_memory_bytes'], ' bytes')}")
     return GPUSpec(
         key=f"custom-{normalize_name(label)}",
         name=f"custom {label.strip()}",
@@ -111,13 +128,13 @@ def get_gpu(name: str) -> GPUSpec:
     """The GPU `name` means: a profile key or alias, a path to a TOML file, or a size."""
     text = name.strip()
     if text.lower().endswith(".toml") or "/" in text or "\\" in text:
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise InputError("gpu", f"no such GPU profile file: {text}")
+        path = user_path(text, "gpu")
+        if not exists(path):
+            raise InputError("gpu", f"no such GPU profile file: {shown(text)}")
         try:
-            content = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(str(path), f"cannot read GPU profile: {exc}") from None
+            content = read_bounded(path, MAX_PROFILE_BYTES, "GPU profile").decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(str(path), "cannot read GPU profile: not UTF-8 text") from None
         return gpu_from_toml(content, str(path), path.stem)
     gpus, index = _profiles()
     if normalize_name(text) in index:

@@ -2,19 +2,18 @@
 then the bundled catalog (whose errors suggest close names)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from vramplan.catalog import get_model
 from vramplan.errors import InputError
 from vramplan.gpus import get_gpu as resolve_gpu
+from vramplan.paths import exists, user_path
 from vramplan.sources.local import LocalModel, load_from_hf_cache, load_local
 from vramplan.specs.model import ModelSpec
 
 
 def resolve_local(text: str) -> LocalModel | None:
     """The local model `text` names (path or cached HF repo id), or None if it names none."""
-    path = Path(text).expanduser()
-    if path.exists():
+    path = user_path(text, "model")
+    if exists(path):
         return load_local(path)
     if text.endswith(".json") or text.startswith((".", "~", "/")):
         raise InputError("model", f"no such file or folder: {text}")

@@ -26,7 +26,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        from vramplan.text import shown
+
+        self.exit(2, f"error: {shown(message, max_chars=400)} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from vramplan.errors import InputError
+    from vramplan.text import shown
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # File and tensor names inside the message are untrusted: escaped, so a name holding
+        # "\nFITS" or an ANSI sequence cannot forge a line or recolour the terminal.
+        print(f"error: {shown(exc, max_chars=600)}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         return 0

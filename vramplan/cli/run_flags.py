@@ -7,6 +7,18 @@ import typing
 
 from vramplan.errors import InputError
 from vramplan.specs.run import RunConfig
+from vramplan.text import parse_float, parse_int
+
+
+def _typed(parse, flag: str):
+    """An argparse `type=` that reads with vramplan.text's rule (ASCII digits, finite floats)."""
+    def convert(text: str):
+        try:
+            return parse(text, flag)
+        except InputError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+    convert.__name__ = parse.__name__
+    return convert
 
 # Short, friendly flag names for the knobs people turn most; every field also has its own.
 SHORT_FLAGS = {
@@ -55,9 +67,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         if choices:
             group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")
         elif base is int:
-            group.add_argument(*flags, dest=name, type=int, default=None, help=help_text, metavar="N")
+            group.add_argument(*flags, dest=name, type=_typed(parse_int, flags[0]), default=None, help=help_text, metavar="N")
         elif base is float:
-            group.add_argument(*flags, dest=name, type=float, default=None, help=help_text, metavar="X")
+            group.add_argument(*flags, dest=name, type=_typed(parse_float, flags[0]), default=None, help=help_text, metavar="X")
         else:  # lora_targets: comma-separated
             group.add_argument(*flags, dest=name, default=None, help=help_text + "; comma-separated", metavar="NAMES")
 

@@ -1,14 +1,13 @@
 """Predicted vs measured peak memory from the GPU validation results (`validation/results/*.csv`)."""
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vramplan.errors import InputError
-from vramplan.results_files import csv_files
+from vramplan.results_files import csv_files, read_csv_rows
 from vramplan.plots.style import MARKERS, OKABE_ITO, new_figure, plain_text, to_gib
 
 REQUIRED_COLUMNS = ("model", "method", "predicted_peak_bytes", "measured_peak_bytes", "status")
@@ -52,24 +51,23 @@ def load_validation_results(paths=(DEFAULT_RESULTS,), field: str = "--results") 
     """Rows of every CSV under `paths` (files or folders); columns are checked by name."""
     rows: list[tuple] = []
     for file in csv_files(paths, field):
-        with file.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            columns = set(reader.fieldnames or ())
-            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-            if not columns & set(GPU_COLUMNS):
-                missing.append(" or ".join(GPU_COLUMNS))
-            if missing:
-                raise InputError(str(file), f"missing column(s) {', '.join(missing)}; needed: "
-                                            f"{', '.join(REQUIRED_COLUMNS)} and gpu or device_name")
-            gpu_column = next(c for c in GPU_COLUMNS if c in columns)
-            for line, row in enumerate(reader, start=2):
-                where = f"{file}:{line}"
-                status = (row["status"] or "").strip().lower()
-                if not status:
-                    raise InputError(where, "status is empty (expected ok, oom, error, ...)")
-                rows.append((row["model"], row["method"], row[gpu_column], status,
-                             _number(row["predicted_peak_bytes"], where, "predicted_peak_bytes"),
-                             _number(row["measured_peak_bytes"], where, "measured_peak_bytes"), file.name))
+        fieldnames, records = read_csv_rows(file)  # bounded, UTF-8 checked (vramplan.results_files)
+        columns = set(fieldnames)
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if not columns & set(GPU_COLUMNS):
+            missing.append(" or ".join(GPU_COLUMNS))
+        if missing:
+            raise InputError(str(file), f"missing column(s) {', '.join(missing)}; needed: "
+                                        f"{', '.join(REQUIRED_COLUMNS)} and gpu or device_name")
+        gpu_column = next(c for c in GPU_COLUMNS if c in columns)
+        for line, row in enumerate(records, start=2):
+            where = f"{file}:{line}"
+            status = (row["status"] or "").strip().lower()
+            if not status:
+                raise InputError(where, "status is empty (expected ok, oom, error, ...)")
+            rows.append((row["model"], row["method"], row[gpu_column], status,
+                         _number(row["predicted_peak_bytes"], where, "predicted_peak_bytes"),
+                         _number(row["measured_peak_bytes"], where, "measured_peak_bytes"), file.name))
     if not rows:
         raise InputError(field, "the validation CSV files have no rows")
     model, method, gpu, status, predicted, measured, sources = zip(*rows)

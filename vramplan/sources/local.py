@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vramplan.errors import InputError
-from vramplan.sources.json_file import read_json_object
+from vramplan.paths import model_root, regular_file_inside, user_path
+from vramplan.sources.json_file import read_bounded, read_json_object
 from vramplan.sources.config_json import spec_from_config, weight_format_from_config
 from vramplan.sources.safetensors_header import Checkpoint, read_checkpoint
 from vramplan.specs.model import ModelSpec
 
 MAX_CONFIG_BYTES = 10_000_000
+MAX_REF_BYTES = 1024  # refs/main holds one commit hash (40 hex digits and a newline)
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -52,7 +54,7 @@ def find_in_hf_cache(repo_id: str) -> Path | None:
             continue
         ref = repo / "refs" / "main"
         if ref.is_file():
-            commit = ref.read_text(encoding="utf-8", errors="replace").strip()
+            commit = read_bounded(ref, MAX_REF_BYTES, "refs/main commit hash").decode("ascii", "replace").strip()
             if re.fullmatch(r"[0-9a-fA-F]{7,64}", commit) and (snapshots / commit / "config.json").is_file():
                 return snapshots / commit
         candidates = [s for s in snapshots.iterdir() if (s / "config.json").is_file()]
@@ -68,11 +70,13 @@ def read_config(path: Path) -> dict:
 
 def load_local(path: str | Path, name: str = "") -> LocalModel:
     """A config.json file, or a folder with config.json and optional *.safetensors."""
-    path = Path(path).expanduser()
+    path = user_path(str(path), "model")
     folder = path if path.is_dir() else path.parent
     config_path = path / "config.json" if path.is_dir() else path
     if not config_path.is_file():
         raise InputError("model", f"no config.json in {folder}")
+    if path.is_dir():
+        regular_file_inside(config_path, model_root(folder), str(config_path))
     cfg = read_config(config_path)
     spec = spec_from_config(cfg, name=name or folder.name, origin=str(config_path))
     checkpoint = None

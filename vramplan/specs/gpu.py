@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from vramplan.specs.bounds import GPU_BOUNDS, not_bool, within_bound
+from vramplan.text import has_unsafe_characters
 
 
 class GPUSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a user's TOML saying `total_memory_bytes = true` or `bf16 = 1` is an error, not a
+    # 1-byte GPU (bool is an int in Python); ints still pass for float fields.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     key: str = Field(description="short name used on the command line, e.g. 't4'")
     name: str = Field(description="the device name as torch.cuda.get_device_name() reports it")
@@ -30,10 +35,30 @@ class GPUSpec(BaseModel):
         default=1.0, gt=0, le=1,
         description="share of total memory one process may allocate (Apple: Metal's working-set limit)",
     )
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = Field(default=(), strict=False, description="a TOML list of other names")
     source: str = ""
     notes: str = ""
     size_reading: str = Field(default="", description="how a size given as the GPU was read (a plan note)")
+
+    @field_validator(*GPU_BOUNDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        return not_bool(value)
+
+    @field_validator(*GPU_BOUNDS)
+    @classmethod
+    def _within_bounds(cls, value, info: ValidationInfo):
+        """Each size at most its `vramplan.specs.bounds.GPU_BOUNDS` entry (256 TiB of memory)."""
+        return within_bound(value, info.field_name, GPU_BOUNDS)
+
+    @field_validator("key", "name", "compute_capability", "aliases", "source", "notes", "size_reading")
+    @classmethod
+    def _printable(cls, value):
+        """Names are printed in plans and tables: no newlines, no terminal escape sequences."""
+        for text in (value if isinstance(value, tuple) else (value,)):
+            if has_unsafe_characters(text):
+                raise ValueError("must be printable text: no control characters or terminal escapes")
+        return value
 
     @property
     def capacity_bytes(self) -> int:

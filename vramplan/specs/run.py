@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from vramplan.specs.bounds import RUN_BOUNDS, not_bool, within_bound
 
 Method = Literal["qlora", "lora", "full", "inference"]
 WeightFormat = Literal[
@@ -44,7 +46,7 @@ class RunConfig(BaseModel):
         default=True,
         description="peft prepare_model_for_kbit_training: cast non-quantized params to fp32")
     lora_rank: int = Field(default=16, gt=0)
-    lora_alpha: float | None = Field(default=None, description="None: 2 x rank")
+    lora_alpha: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="None: 2 x rank")
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)
     lora_targets: tuple[str, ...] = (ALL_LINEAR,)
     lora_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
@@ -66,6 +68,17 @@ class RunConfig(BaseModel):
                     "quantize and LoRA target names cannot reach; \"linear\" is transformers 4.x's one nn.Linear "
                     "per expert")
     fragmentation: float = Field(default=0.05, ge=0, lt=1, description="allocator reserve over the allocated peak")
+
+    @field_validator(*RUN_BOUNDS, mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        return not_bool(value)
+
+    @field_validator(*RUN_BOUNDS)
+    @classmethod
+    def _within_bounds(cls, value, info: ValidationInfo):
+        """Each numeric field at most its `vramplan.specs.bounds.RUN_BOUNDS` entry; bools are not numbers."""
+        return within_bound(value, info.field_name, RUN_BOUNDS)
 
     @field_validator("quant_blocksize")
     @classmethod
