@@ -13,7 +13,7 @@ from vramplan.catalog import list_models
 from vramplan.errors import InputError
 from vramplan.sources.config_json import spec_from_config, weight_format_from_config
 from vramplan.sources.local import load_local
-from vramplan.specs.model import MODEL_BOUNDS
+from vramplan.specs.bounds import MODEL_BOUNDS
 
 LLAMA_2_7B = {
     "model_type": "llama", "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,

@@ -5,7 +5,8 @@ from typing import Any
 
 from vramplan.errors import InputError, from_validation_error
 from vramplan.sources.config_fields import read_bool, read_count, read_name, read_number, read_strings, shown
-from vramplan.specs.model import MODEL_BOUNDS, ModelSpec
+from vramplan.specs.bounds import MODEL_BOUNDS
+from vramplan.specs.model import ModelSpec
 
 # model_type -> (architecture, tie_word_embeddings default in transformers' config class)
 _KNOWN = {

@@ -31,20 +31,18 @@ GPU_BOUNDS: dict[str, int] = {
     "memory_bandwidth_gbps": 10**6,
 }
 
-# ModelSpec fields (config.json): the largest published configs have hidden 18432 (Llama-3.1-405B
-# 16384), 128 layers, vocabularies of 262k, 256 experts. Wired by the spec module that owns them.
-MODEL_BOUNDS: dict[str, int] = {
-    "hidden_size": 1 << 20,
-    "intermediate_size": 1 << 22,
-    "num_hidden_layers": 1 << 14,
-    "num_attention_heads": 1 << 14,
-    "num_key_value_heads": 1 << 14,
-    "head_dim": 1 << 16,
-    "vocab_size": 1 << 24,
-    "max_position_embeddings": 1 << 30,
-    "num_local_experts": 1 << 16,
-    "num_experts_per_tok": 1 << 16,
+# ModelSpec fields: field -> (smallest, largest). The largest real values: hidden 18432 and
+# intermediate 73728 (Nemotron-4-340B), 126 layers and 128 heads (Llama-3.1-405B), head_dim 256
+# (Gemma), vocab 262208 (Gemma-3), 384 experts (Kimi-K2), a 10485760-token context (Llama-4-Scout).
+# 0 for num_key_value_heads / head_dim means "derive it" (same as heads, hidden / heads).
+MODEL_BOUNDS: dict[str, tuple[int, int]] = {
+    "hidden_size": (1, 1 << 17), "intermediate_size": (1, 1 << 20), "num_hidden_layers": (1, 1 << 12),
+    "num_attention_heads": (1, 1 << 12), "num_key_value_heads": (0, 1 << 12), "head_dim": (0, 1 << 12),
+    "vocab_size": (1, 1 << 24), "num_local_experts": (1, 1 << 12), "num_experts_per_tok": (1, 1 << 12),
+    "norms_per_layer": (0, 1 << 4), "sliding_window": (0, 1 << 24), "sliding_window_pattern": (0, 1 << 12),
+    "max_position_embeddings": (1, 1 << 24), "checkpoint_parameters": (0, 1 << 44),
 }
+MAX_PARAMETERS = 1 << 44  # 17.6e12 parameters in all: ten times the largest published model (Switch-C, ~1.6e12)
 
 
 def bound_message(bound: int, unit: str = "") -> str:

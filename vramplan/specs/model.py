@@ -4,29 +4,9 @@ A spec comes from the bundled catalog, an HF `config.json`, a local model folder
 safetensors header; `layer_linears()` lists the `nn.Linear` modules of one decoder layer
 with the names Hugging Face uses (the names LoRA `target_modules` match).
 
-Every count has an upper bound (`MODEL_BOUNDS`) far above any published model, so that a
-hostile or mistyped config is refused here instead of planned: the largest real values are
-hidden 18432 and intermediate 73728 (Nemotron-4-340B), 126 layers and 128 heads (Llama-3.1-405B), head_dim
-256 (Gemma), vocab 262208 (Gemma-3), 384 experts (Kimi-K2), a 10485760-token context
-(Llama-4-Scout), about 1.6e12 parameters (Switch-C).
-
-| field                     | allowed           |
-|---------------------------|-------------------|
-| hidden_size               | 1 .. 2**17        |
-| intermediate_size         | 1 .. 2**20        |
-| num_hidden_layers         | 1 .. 2**12        |
-| num_attention_heads       | 1 .. 2**12        |
-| num_key_value_heads       | 0 .. 2**12 (0: same as heads) |
-| head_dim                  | 0 .. 2**12 (0: hidden_size / heads) |
-| vocab_size                | 1 .. 2**24        |
-| num_local_experts         | 1 .. 2**12        |
-| num_experts_per_tok       | 1 .. num_local_experts |
-| norms_per_layer           | 0 .. 2**4         |
-| sliding_window            | 0 .. 2**24 tokens |
-| sliding_window_pattern    | 0 .. 2**12        |
-| max_position_embeddings   | 1 .. 2**24 tokens |
-| checkpoint_parameters     | 0 .. 2**44        |
-| parameters (derived: layer linears x layers + embeddings) | at most 2**44 |
+Every count has an upper bound (`vramplan.specs.bounds.MODEL_BOUNDS`, with the largest real
+values it was checked against) far above any published model, so that a hostile or mistyped
+config is refused here instead of planned; so is a model of more than `MAX_PARAMETERS` in all.
 """
 from __future__ import annotations
 
@@ -34,16 +14,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# field -> (smallest, largest) allowed; see the table in the module docstring.
-MODEL_BOUNDS: dict[str, tuple[int, int]] = {
-    "hidden_size": (1, 1 << 17), "intermediate_size": (1, 1 << 20), "num_hidden_layers": (1, 1 << 12),
-    "num_attention_heads": (1, 1 << 12), "num_key_value_heads": (0, 1 << 12), "head_dim": (0, 1 << 12),
-    "vocab_size": (1, 1 << 24), "num_local_experts": (1, 1 << 12), "num_experts_per_tok": (1, 1 << 12),
-    "norms_per_layer": (0, 1 << 4), "sliding_window": (0, 1 << 24), "sliding_window_pattern": (0, 1 << 12),
-    "max_position_embeddings": (1, 1 << 24), "checkpoint_parameters": (0, 1 << 44),
-}
-MAX_PARAMETERS = 1 << 44  # 17.6e12: ten times the largest published model
-
+from vramplan.specs.bounds import MAX_PARAMETERS, MODEL_BOUNDS
 
 def _bounded(field: str, default: int | None = None, **extra):
     low, high = MODEL_BOUNDS[field]
