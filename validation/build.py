@@ -1,6 +1,6 @@
 """Build the real Hugging Face architecture for a case, the way a user's run would have it.
 
-The config, parameter dtype, LoRA targets and fallback LoRA wrapping are `vramplan.hf_build`'s,
+The config, parameter dtype, LoRA targets and fallback LoRA wrapping are `vramplan.simulate.hf_build`'s,
 the simulator's own. The model is created on the meta device (`AutoModelForCausalLM.from_config`, no hub, random
 weights: memory depends on shapes, not values) and materialised one top-level module at a
 time on the target device; each decoder layer is quantized to NF4 (our quantizer, our Triton
@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from vramplan.errors import InputError
-from vramplan.hf_build import TORCH_DTYPES, add_lora, lora_target_names, parameter_dtype
-from vramplan.hf_build import hf_config as shared_hf_config
 from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.simulate.hf_build import TORCH_DTYPES, add_lora, lora_target_names, parameter_dtype
+from vramplan.simulate.hf_build import hf_config as shared_hf_config
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
 __all__ = ["TORCH_DTYPES", "UnsupportedCase", "build_model", "hf_config", "make_optimizer"]
@@ -29,7 +29,7 @@ class UnsupportedCase(Exception):
 
 
 def hf_config(spec: ModelSpec):
-    """The simulator's transformers config of the spec (`vramplan.hf_build.hf_config`), for what
+    """The simulator's transformers config of the spec (`vramplan.simulate.hf_build.hf_config`), for what
     the harness can build: MoE experts are fused 3-D parameters in transformers 5, not nn.Linear."""
     if spec.is_moe:
         raise UnsupportedCase("MoE experts are not nn.Linear in transformers 5; the harness quantizes nn.Linear only")

@@ -1,5 +1,5 @@
 """The simulator and the validation harness build the same Hugging Face model: one config, one
-set of LoRA targets, one k-bit preparation, one phase mapping (vramplan/hf_build.py, vramplan/phases.py)."""
+set of LoRA targets, one k-bit preparation, one phase mapping (vramplan/simulate/hf_build.py, vramplan/phases.py)."""
 from __future__ import annotations
 
 import importlib
@@ -15,7 +15,8 @@ import validation.build as harness_build  # noqa: E402
 import validation.cases as harness_cases  # noqa: E402
 import validation.harness as harness  # noqa: E402
 import validation.results as harness_results  # noqa: E402
-from vramplan import hf_build, phases  # noqa: E402
+from vramplan import phases
+from vramplan.simulate import hf_build  # noqa: E402
 from vramplan.catalog import list_models  # noqa: E402
 from vramplan.estimate import make_run  # noqa: E402
 from vramplan.gpus import get_gpu  # noqa: E402

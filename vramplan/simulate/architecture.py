@@ -1,6 +1,6 @@
 """Build the real Hugging Face architecture of a ModelSpec on fake tensors, as a CUDA run has it.
 
-- The config, parameter dtype, LoRA targets and wrapping are `vramplan.hf_build`'s, shared with the
+- The config, parameter dtype, LoRA targets and wrapping are `vramplan.simulate.hf_build`'s, shared with the
   validation harness; k-bit preparation is `vramplan.torch_nf4.inject.prepare_for_kbit_training`.
 - Attention: CPU kernels save other tensors than CUDA's, so every attention that a CUDA run
   would send to SDPA's flash / memory-efficient kernel goes through `FlashAttention`, an
@@ -29,7 +29,7 @@ import contextlib
 import torch
 from torch import nn
 
-from vramplan.hf_build import TORCH_DTYPES, decoder_layers, hf_config, is_lora_target, parameter_dtype
+from vramplan.simulate.hf_build import TORCH_DTYPES, decoder_layers, hf_config, is_lora_target, parameter_dtype
 
 __all__ = ["TORCH_DTYPES", "hf_config", "build_model", "cuda_like_kernels", "quantize_decoder_linears"]
 

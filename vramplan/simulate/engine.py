@@ -30,9 +30,9 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramplan.errors import InputError
-from vramplan.hf_build import add_lora, lora_target_names
 from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.simulate import architecture as arch
+from vramplan.simulate.hf_build import add_lora, lora_target_names
 from vramplan.simulate.optimizers import make_optimizer, state_categories
 from vramplan.simulate.tracker import PAGED, AllocationTracker
 from vramplan.torch_nf4.inject import prepare_for_kbit_training
