@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vramplan.errors import InputError, from_validation_error
+from vramplan.phases import ANALYTIC_PHASES_OF_MEASURED
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
 MATRIX_PATH = Path(__file__).resolve().parent / "matrix.toml"
@@ -27,13 +28,8 @@ MATRIX_MAX_DEPTH = 8
 CASE_BOUNDS = {"layers": 1 << 12, "memory_cap_mib": 1 << 24, "warmup_steps": 1000, "measured_steps": 1000}
 # A capped case must leave the planner no doubt: required at most 0.9x or at least 1.1x capacity.
 CAP_MARGIN = 0.10
-# Measured phase -> the planner phases it spans (the measured peak is the largest of them).
-PLANNER_PHASES = {
-    "forward": ("forward",),
-    "backward": ("loss_backward", "layer_backward", "backward_end"),
-    "optimizer": ("optimizer",),
-    "generate": ("generate",),
-}
+# Measured phase -> the planner phases it spans (the one mapping, vramplan/phases.py).
+PLANNER_PHASES = ANALYTIC_PHASES_OF_MEASURED
 # What is allocated once the model is built and prepared, before any step.
 LOAD_COMPONENTS = ("quantized_weights", "quant_state", "float_weights", "lora_adapters")
 

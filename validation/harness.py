@@ -30,6 +30,7 @@ from validation.build import BNB_OPTIMIZERS, TORCH_DTYPES, bitsandbytes_missing,
 from validation.cases import Case, memory_fraction, planner_gpu, predict
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.phases import MEASURED_STEP_PHASES
 
 NAN = float("nan")
 
@@ -103,7 +104,7 @@ class PhaseRecord:
             old = kept.get(measure)
             kept[measure] = value if old is None or (math.isnan(old) or value > old) else old
 
-    def peak(self, measure: str, phases=("forward", "backward", "optimizer", "generate")) -> float:
+    def peak(self, measure: str, phases=MEASURED_STEP_PHASES) -> float:
         found = [self.values[p][measure] for p in phases if p in self.values]
         found = [v for v in found if not math.isnan(v)]
         return max(found) if found else NAN
@@ -234,7 +235,7 @@ def run_case(case: Case, device: str | torch.device = "cuda", env: dict | None =
     for phase, reading in record.values.items():
         if phase in results.PHASES:
             row.update({f"measured_{phase}_{m}_bytes": _as_int(v) for m, v in reading.items()})
-    step_phases = ("forward", "backward", "optimizer", "generate", "oom")
+    step_phases = (*MEASURED_STEP_PHASES, "oom")
     row["measured_peak_bytes"] = _as_int(record.peak("allocated", step_phases))
     row["measured_peak_reserved_bytes"] = _as_int(record.peak("reserved", step_phases))
     row["measured_peak_active_bytes"] = _as_int(record.peak("active", step_phases))

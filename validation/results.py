@@ -30,11 +30,12 @@ import platform
 from pathlib import Path
 
 from vramplan.errors import InputError
+from vramplan.phases import MEASURED_STEP_PHASES
 from vramplan.results_files import csv_files
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STATUSES = ("ok", "oom", "error", "cuda_error", "not_measured", "smoke")
-PHASES = ("load", "forward", "backward", "optimizer", "generate")
+PHASES = ("load", *MEASURED_STEP_PHASES)  # the phases of a step: vramplan/phases.py
 MEASURES = ("allocated", "reserved", "active")
 
 ENV_COLUMNS = (

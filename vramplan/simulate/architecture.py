@@ -1,6 +1,7 @@
 """Build the real Hugging Face architecture of a ModelSpec on fake tensors, as a CUDA run has it.
 
-- `hf_config` maps a ModelSpec back to the transformers config class of its architecture.
+- The config, parameter dtype, LoRA targets and wrapping are `vramplan.simulate.hf_build`'s, shared with the
+  validation harness; k-bit preparation is `vramplan.torch_nf4.inject.prepare_for_kbit_training`.
 - Attention: CPU kernels save other tensors than CUDA's, so every attention that a CUDA run
   would send to SDPA's flash / memory-efficient kernel goes through `FlashAttention`, an
   autograd Function that saves exactly what the CUDA flash kernel saves (q, k, v, the output
@@ -28,51 +29,11 @@ import contextlib
 import torch
 from torch import nn
 
-from vramplan.errors import InputError
+from vramplan.simulate.hf_build import TORCH_DTYPES, decoder_layers, hf_config, is_lora_target, parameter_dtype
+
+__all__ = ["TORCH_DTYPES", "hf_config", "build_model", "cuda_like_kernels", "quantize_decoder_linears"]
 
 SIM_ATTENTION = "vramplan_cuda_sdpa"
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def hf_config(model, num_layers: int | None = None, layer_types: list[str] | None = None):
-    """The transformers config of `model` (a ModelSpec), optionally with fewer layers and, for the
-    models that alternate sliding-window and global layers (Gemma-2/3), explicit `layer_types`."""
-    import transformers as tf
-
-    layers = num_layers or model.num_hidden_layers
-    common = dict(
-        hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
-        num_hidden_layers=layers, num_attention_heads=model.num_attention_heads,
-        num_key_value_heads=model.num_key_value_heads, vocab_size=model.vocab_size,
-        tie_word_embeddings=model.tie_word_embeddings,
-        max_position_embeddings=model.max_position_embeddings,
-        bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False,
-    )
-    arch = model.architecture
-    if arch == "llama":
-        return tf.LlamaConfig(**common, head_dim=model.head_dim, attention_bias=model.attention_bias)
-    if arch == "mistral":
-        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=model.sliding_window or None)
-    if arch == "mixtral":
-        return tf.MixtralConfig(**common, head_dim=model.head_dim, num_local_experts=model.num_local_experts,
-                                num_experts_per_tok=model.num_experts_per_tok, sliding_window=None)
-    if arch == "qwen2":
-        return tf.Qwen2Config(**common, use_sliding_window=False)
-    if arch == "qwen3":
-        return tf.Qwen3Config(**common, head_dim=model.head_dim, attention_bias=model.attention_bias,
-                              use_sliding_window=False)
-    if arch == "gemma2":
-        return tf.Gemma2Config(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
-                               sliding_window=model.sliding_window or 4096, layer_types=layer_types,
-                               final_logit_softcapping=30.0 if model.final_logit_softcapping else None)
-    if arch == "gemma3":  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
-        return tf.Gemma3TextConfig(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
-                                   sliding_window=model.sliding_window or 4096,
-                                   sliding_window_pattern=model.sliding_window_pattern or 6, layer_types=layer_types,
-                                   final_logit_softcapping=None, attn_logit_softcapping=None)
-    if arch == "phi3":
-        return tf.Phi3Config(**common)
-    raise InputError("model", f"the simulator does not know architecture {arch!r}")
 
 
 class FlashAttention(torch.autograd.Function):
@@ -168,9 +129,7 @@ def build_model(model_spec, num_layers: int, run, dtypes, layer_types: list[str]
 
     # Gemma-2 has no SDPA path in transformers: "sdpa" runs eager there, as on a GPU
     attention = "eager" if effective_attention(model_spec, run) == "eager" else SIM_ATTENTION
-    float_dtype = TORCH_DTYPES[dtypes.float_weights if run.trains else dtypes.compute]
-    if run.method == "lora" or (run.method == "inference" and not dtypes.base_quantized):
-        float_dtype = TORCH_DTYPES[dtypes.weight_format]
+    float_dtype = parameter_dtype(run, dtypes)
     with _quiet_transformers():  # Gemma-2 refuses sdpa at construction: build eager, then switch
         hf_model = AutoModelForCausalLM.from_config(config, attn_implementation="eager", dtype=float_dtype)
     for module in hf_model.modules():
@@ -239,35 +198,6 @@ def cuda_like_kernels():
         F.dropout = original
 
 
-class LoraLinear(nn.Module):
-    """peft `lora.Linear` on a float base: base(x) + lora_B(lora_A(dropout(x.to(A.dtype)))) * scaling,
-    cast back to the base output's dtype (peft/tuners/lora/layer.py, Linear.forward)."""
-
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float, dtype: torch.dtype):
-        super().__init__()
-        self.base_layer = base
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_A = nn.Linear(base.in_features, rank, bias=False, dtype=dtype)
-        self.lora_B = nn.Linear(rank, base.out_features, bias=False, dtype=dtype)
-        self.scaling = alpha / rank
-
-    def forward(self, x):
-        result = self.base_layer(x)
-        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
-        return (result + update).to(result.dtype)
-
-
-def add_lora(hf_model, run, dtypes, lora_names: set[str]) -> None:
-    """Freeze the model and wrap every targeted decoder linear in a LoraLinear."""
-    hf_model.requires_grad_(False)
-    for layer in decoder_layers(hf_model):
-        for child in list(layer.modules()):
-            for attr, sub in list(child.named_children()):
-                if isinstance(sub, nn.Linear) and attr in lora_names:
-                    setattr(child, attr, LoraLinear(sub, run.lora_rank, run.resolved_lora_alpha, run.lora_dropout,
-                                                    TORCH_DTYPES[dtypes.lora]))
-
-
 def cuda_like_dequantize(packed, state, dtype=None, backend="auto"):
     """The CUDA dequant kernels write the output once: one [out, in] tensor in `dtype`."""
     return packed.new_empty(tuple(state.shape), dtype=dtype or state.dtype)
@@ -285,23 +215,12 @@ def cuda_like_nf4():
         nf4_linear.dequantize_4bit = original
 
 
-def decoder_layers(hf_model):
-    return hf_model.model.layers
-
-
-def quantize_decoder_linears(hf_model, run, dtypes, lora_names: set[str], lora_rank: int):
+def quantize_decoder_linears(hf_model, run, dtypes, lora_names, lora_rank: int):
     """Swap every nn.Linear inside the decoder layers for a fake NF4Linear (+ LoRA where targeted)."""
     for layer in decoder_layers(hf_model):
-        for child in list(layer.modules()):
-            for attr, sub in list(child.named_children()):
-                if isinstance(sub, nn.Linear):
-                    rank = lora_rank if attr in lora_names else 0
-                    setattr(child, attr, fake_nf4_linear(sub, run, dtypes, rank))
-
-
-def prepare_for_kbit_training(hf_model) -> None:
-    """peft `prepare_model_for_kbit_training`: freeze, cast fp16/bf16 float params to fp32."""
-    for param in hf_model.parameters():
-        param.requires_grad_(False)
-        if param.dtype in (torch.float16, torch.bfloat16):
-            param.data = param.data.to(torch.float32)
+        for qualified, module in list(layer.named_modules()):
+            if isinstance(module, nn.Linear):
+                parent_name, _, attr = qualified.rpartition(".")
+                parent = layer.get_submodule(parent_name) if parent_name else layer
+                rank = lora_rank if is_lora_target(qualified, lora_names) else 0
+                setattr(parent, attr, fake_nf4_linear(module, run, dtypes, rank))

@@ -7,16 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vramplan.memory.plan import phase_components
+from vramplan.phases import ANALYTIC_PHASES_OF_SIMULATED
 
-# A simulated phase covers these analytic phases (the simulator does not split the layer
-# backward from the moment all gradients exist).
-ANALYTIC_PHASES = {
-    "forward": ("forward",),
-    "loss_backward": ("loss_backward",),
-    "layer_backward": ("layer_backward", "backward_end"),
-    "optimizer": ("optimizer",),
-    "generate": ("generate",),
-}
+# A simulated phase covers these analytic phases (the one mapping, vramplan/phases.py).
+ANALYTIC_PHASES = ANALYTIC_PHASES_OF_SIMULATED
 
 
 @dataclass(frozen=True)

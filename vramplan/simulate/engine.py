@@ -31,10 +31,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
-from vramplan.memory.lora import targeted_linears
 from vramplan.simulate import architecture as arch
+from vramplan.simulate.hf_build import add_lora, lora_target_names
 from vramplan.simulate.optimizers import make_optimizer, state_categories
 from vramplan.simulate.tracker import PAGED, AllocationTracker
+from vramplan.torch_nf4.inject import prepare_for_kbit_training
 
 SIMULATED_FORMATS = frozenset({"nf4", "fp4", "fp32", "bf16", "fp16"})
 
@@ -144,23 +145,7 @@ def _check_supported(model_spec, run, dtypes) -> None:
 def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types=None) -> _Raw:
     with FakeTensorMode(), arch.cuda_like_kernels(), _no_grad_unless(run.trains):
         hf_model = arch.build_model(model_spec, layers, run, dtypes, layer_types)
-        lora_names = set()
-        if run.uses_lora:
-            lora_names = {lin.name for lin in targeted_linears(model_spec, run.lora_targets, dtypes.moe_experts)}
-        if run.method == "qlora":
-            if run.kbit_prep:
-                arch.prepare_for_kbit_training(hf_model)
-            else:
-                hf_model.requires_grad_(False)
-            arch.quantize_decoder_linears(hf_model, run, dtypes, lora_names, run.lora_rank)
-        elif run.method == "inference":
-            hf_model.requires_grad_(False)
-            if dtypes.base_quantized:
-                arch.quantize_decoder_linears(hf_model, run, dtypes, set(), 0)
-        elif run.method == "lora":
-            arch.add_lora(hf_model, run, dtypes, lora_names)
-            if run.gradient_checkpointing:  # what peft's PeftModel does for a float base with checkpointing
-                hf_model.enable_input_require_grads()
+        prepare(hf_model, model_spec, run, dtypes)
         tracker = AllocationTracker()
         _register_parameters(tracker, hf_model)
         if run.trains:
@@ -173,6 +158,24 @@ def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types
     for phase in tracker.peaks:
         categories[phase] = {**tracker.phase_categories(phase), "cublas_workspace": workspace}
     return _Raw(peaks, categories, tracker.paged_bytes)
+
+
+def prepare(hf_model, model_spec, run, dtypes) -> None:
+    """Quantize, wrap LoRA around and k-bit prepare the built model as the run's method does."""
+    lora_names = lora_target_names(model_spec, run, dtypes)
+    if run.method == "qlora":
+        hf_model.requires_grad_(False)
+        arch.quantize_decoder_linears(hf_model, run, dtypes, lora_names, run.lora_rank)
+        if run.kbit_prep:  # checkpointing is enabled with the training step
+            prepare_for_kbit_training(hf_model, use_gradient_checkpointing=False)
+    elif run.method == "inference":
+        hf_model.requires_grad_(False)
+        if dtypes.base_quantized:
+            arch.quantize_decoder_linears(hf_model, run, dtypes, (), 0)
+    elif run.method == "lora":
+        add_lora(hf_model, run, dtypes, lora_names)
+        if run.gradient_checkpointing:  # what peft's PeftModel does for a float base with checkpointing
+            hf_model.enable_input_require_grads()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,9 @@ from vramplan.torch_nf4.linear import NF4Linear
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def _is_target(name: str, target_modules: str | Iterable[str]) -> bool:
+def is_target(name: str, target_modules: str | Iterable[str]) -> bool:
+    """peft's match of a module's qualified name: "all-linear", or a key equal to the name or to
+    its end after a dot (peft/tuners/tuners_utils.py, `check_target_module_exists`)."""
     if target_modules == "all-linear":
         return True
     return any(name == key or name.endswith("." + key) for key in target_modules)
@@ -53,7 +55,7 @@ def quantize_model_to_nf4_lora(
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name)
         linear = getattr(parent, child_name)
-        targeted = _is_target(name, target_modules)
+        targeted = is_target(name, target_modules)
         replacement = NF4Linear.from_linear(
             linear,
             blocksize=blocksize,

@@ -1,0 +1,130 @@
+"""The Hugging Face side of a ModelSpec, shared by the trace simulator and the validation harness.
+
+- `hf_config`: the transformers config of the spec's architecture, with exactly its shapes;
+  sliding windows come from the spec (`sliding_window`, `sliding_window_pattern`, which the
+  catalog copies from each config.json), never from the model's name.
+- `parameter_dtype`: the dtype the float parameters are built in.
+- `lora_target_names` / `is_lora_target`: which linears get LoRA. The names come from
+  `memory.lora.targeted_linears` (the planner's own decision, peft's rules); a module's
+  qualified name matches as peft matches it (`inject.is_target`).
+- `LoraLinear` / `add_lora`: peft's `lora.Linear` on a float base, when peft itself is not used.
+- k-bit preparation is `vramplan.torch_nf4.inject.prepare_for_kbit_training` for both.
+Torch-side only: the planner core never imports this module.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vramplan.errors import InputError
+from vramplan.memory.lora import targeted_linears
+from vramplan.torch_nf4.inject import is_target
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def hf_config(model, num_layers: int | None = None, layer_types: list[str] | None = None):
+    """The transformers config of `model` (a ModelSpec), optionally with fewer layers and, for the
+    models that alternate sliding-window and global layers (Gemma-2/3), explicit `layer_types`."""
+    import transformers as tf
+
+    layers = num_layers or model.num_hidden_layers
+    common = dict(
+        hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
+        num_hidden_layers=layers, num_attention_heads=model.num_attention_heads,
+        num_key_value_heads=model.num_key_value_heads, vocab_size=model.vocab_size,
+        tie_word_embeddings=model.tie_word_embeddings,
+        max_position_embeddings=model.max_position_embeddings,
+        bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False,
+    )
+    arch = model.architecture
+    window = model.sliding_window or None
+    if arch == "llama":
+        return tf.LlamaConfig(**common, head_dim=model.head_dim, attention_bias=model.attention_bias)
+    if arch == "mistral":
+        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=window)
+    if arch == "mixtral":
+        return tf.MixtralConfig(**common, head_dim=model.head_dim, num_local_experts=model.num_local_experts,
+                                num_experts_per_tok=model.num_experts_per_tok, sliding_window=window)
+    if arch == "qwen2":
+        return tf.Qwen2Config(**common, use_sliding_window=False)
+    if arch == "qwen3":
+        return tf.Qwen3Config(**common, head_dim=model.head_dim, attention_bias=model.attention_bias,
+                              use_sliding_window=False)
+    if arch == "gemma2":
+        return tf.Gemma2Config(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                               sliding_window=model.sliding_window or 4096, layer_types=layer_types,
+                               attn_logit_softcapping=50.0,
+                               final_logit_softcapping=30.0 if model.final_logit_softcapping else None)
+    if arch == "gemma3":  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
+        return tf.Gemma3TextConfig(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
+                                   sliding_window=model.sliding_window or 4096,
+                                   sliding_window_pattern=model.sliding_window_pattern or 6, layer_types=layer_types,
+                                   final_logit_softcapping=None, attn_logit_softcapping=None)
+    if arch == "phi3":
+        if model.head_dim != model.hidden_size // model.num_attention_heads:  # Phi3Config has no head_dim
+            raise InputError("head_dim", f"phi3 derives head_dim from hidden_size / num_attention_heads "
+                                         f"({model.hidden_size // model.num_attention_heads}); got {model.head_dim}")
+        return tf.Phi3Config(**common)
+    raise InputError("architecture", f"no transformers config for {arch!r}; known: gemma2, gemma3, llama, "
+                                     "mistral, mixtral, phi3, qwen2, qwen3")
+
+
+def parameter_dtype(run, dtypes) -> torch.dtype:
+    """The dtype the float model is built in. A quantized base loads in the compute dtype (as
+    transformers' bitsandbytes integration does; k-bit preparation then casts what stays float);
+    a trained float model in the dtype its parameters train in (fp32 master weights for mixed full
+    fine-tuning); LoRA's frozen base and float inference in the weight format."""
+    if dtypes.base_quantized:
+        return TORCH_DTYPES[dtypes.compute]
+    if run.method == "full":
+        return TORCH_DTYPES[dtypes.float_weights]
+    return TORCH_DTYPES[dtypes.weight_format]
+
+
+def lora_target_names(model, run, dtypes) -> tuple[str, ...]:
+    """The decoder-layer linear names that get LoRA (empty when the run has no LoRA)."""
+    if not run.uses_lora:
+        return ()
+    return tuple(sorted({lin.name for lin in targeted_linears(model, run.lora_targets, dtypes.moe_experts)}))
+
+
+def is_lora_target(qualified_name: str, names) -> bool:
+    """Whether the module at `qualified_name` is one of the LoRA target `names`."""
+    return bool(names) and is_target(qualified_name, names)
+
+
+def decoder_layers(hf_model):
+    return hf_model.model.layers
+
+
+class LoraLinear(nn.Module):
+    """peft `lora.Linear` on a float base: base(x) + lora_B(lora_A(dropout(x.to(A.dtype)))) * scaling,
+    cast back to the base output's dtype (peft/tuners/lora/layer.py, Linear.forward); B starts at zero."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float, dtype: torch.dtype):
+        super().__init__()
+        self.base_layer = base
+        device = base.weight.device
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False, device=device, dtype=dtype)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False, device=device, dtype=dtype)
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = alpha / rank
+
+    def forward(self, x):
+        result = self.base_layer(x)
+        update = self.lora_B(self.lora_A(self.lora_dropout(x.to(self.lora_A.weight.dtype)))) * self.scaling
+        return (result + update).to(result.dtype)
+
+
+def add_lora(hf_model, run, dtypes, names) -> None:
+    """Freeze the model and wrap every targeted decoder linear in a LoraLinear."""
+    hf_model.requires_grad_(False)
+    for layer in decoder_layers(hf_model):
+        for qualified, module in list(layer.named_modules()):
+            if isinstance(module, nn.Linear) and is_lora_target(qualified, names):
+                parent_name, _, attr = qualified.rpartition(".")
+                parent = layer.get_submodule(parent_name) if parent_name else layer
+                setattr(parent, attr, LoraLinear(module, run.lora_rank, run.resolved_lora_alpha, run.lora_dropout,
+                                                 TORCH_DTYPES[dtypes.lora]))
