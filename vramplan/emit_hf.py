@@ -50,7 +50,8 @@ def _format_comments(checkpoint: str, planned: str, stored: str) -> list[str]:
                 "load the float (unquantized) checkpoint of this model instead"]
     if planned in BNB_FORMATS:  # bitsandbytes quantizes float weights at load time, not GPTQ/AWQ ones
         return [f"# the plan is for {planned} (bitsandbytes) but {checkpoint} stores {stored_text}: "
-                "load the float (unquantized) checkpoint of this model with bnb_config instead"]
+                "load the float (unquantized) checkpoint of this model instead and quantize it",
+                f"# at load time with a BitsAndBytesConfig for {planned}"]
     method, bits = planned.split("-")
     bits = bits.removesuffix("bit")
     return [f"# the plan is for a {planned} checkpoint but {checkpoint} stores {stored_text}:",
