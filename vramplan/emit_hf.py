@@ -126,7 +126,7 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
             f"    activation_checkpointing={run.gradient_checkpointing},  # transformers 4.x: gradient_checkpointing",
         ]
         if run.gradient_checkpointing:
-            lines.append('    activation_checkpointing_kwargs={"use_reentrant": False},  # the planned (non-reentrant) kind')
+            lines.append('    activation_checkpointing_kwargs={"use_reentrant": False},  # as planned')
         lines.append(f'    optim="{HF_OPTIMIZERS[run.optimizer]}",')
         if run.optimizer == "sgd_momentum":
             lines.append('    optim_args="momentum=0.9",')
@@ -134,8 +134,8 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
         if run.loss_impl == "chunked":
             lines += [
                 "    # chunked loss: needs `pip install liger-kernel` (Triton kernels, a CUDA GPU); without it",
-                "    # Trainer(...) raises ImportError, and with this line removed the stock loss upcasts the",
-                "    # whole logits tensor to fp32, which this plan did not count",
+                "    # Trainer(...) raises ImportError; removing this line brings back the stock loss and its",
+                "    # whole fp32 logits, which this plan did not count (plan that with --loss-impl standard)",
                 "    use_liger_kernel=True,",
             ]
         lines += ['    report_to="none",', ")"]
