@@ -248,7 +248,7 @@ def test_emit_hf_snippet_compiles_and_matches_the_plan(capsys, flags):
         assert f"per_device_train_batch_size={run.micro_batch_size}," in out
         assert f"gradient_accumulation_steps={run.grad_accum_steps}," in out
         assert f'optim="{HF_OPTIMIZERS[run.optimizer]}",' in out
-        assert f"gradient_checkpointing={run.gradient_checkpointing}," in out
+        assert f"activation_checkpointing={run.gradient_checkpointing}," in out
         assert f"{expected.compute_dtype}=True," in out or expected.compute_dtype == "fp32"
     if run.uses_lora:
         assert f"r={run.lora_rank}," in out
@@ -291,7 +291,7 @@ def test_emit_hf_config_part_builds_the_transformers_and_peft_objects():
     assert bnb.bnb_4bit_quant_type == "nf4" and bnb.bnb_4bit_use_double_quant
     assert lora.r == 32 and lora.lora_alpha == 64
     assert args.per_device_train_batch_size == 2 and args.gradient_accumulation_steps == 4
-    assert args.optim == OptimizerNames.PAGED_ADAMW_8BIT and args.fp16 and args.gradient_checkpointing
+    assert args.optim == OptimizerNames.PAGED_ADAMW_8BIT and args.fp16 and args.activation_checkpointing
 
 
 # -- help and one real process --

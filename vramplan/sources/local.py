@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vramplan.errors import InputError
@@ -79,6 +79,7 @@ def load_local(path: str | Path, name: str = "") -> LocalModel:
         regular_file_inside(config_path, model_root(folder), str(config_path))
     cfg = read_config(config_path)
     spec = spec_from_config(cfg, name=name or folder.name, origin=str(config_path))
+    spec = spec.model_copy(update={"checkpoint_path": str(folder.resolve())})
     checkpoint = None
     if path.is_dir() and (any(folder.glob("*.safetensors")) or any(folder.glob("*.safetensors.index.json"))):
         checkpoint = read_checkpoint(folder)
@@ -89,4 +90,7 @@ def load_local(path: str | Path, name: str = "") -> LocalModel:
 def load_from_hf_cache(repo_id: str) -> LocalModel | None:
     """The cached model `repo_id`, or None when it is not in the local cache."""
     snapshot = find_in_hf_cache(repo_id)
-    return load_local(snapshot, name=repo_id) if snapshot else None
+    if not snapshot:
+        return None
+    local = load_local(snapshot, name=repo_id)  # from_pretrained finds the repo id in the cache itself
+    return replace(local, spec=local.spec.model_copy(update={"checkpoint_path": "", "hf_id": repo_id}))

@@ -62,6 +62,8 @@ class ModelSpec(BaseModel):
         "sliding_window_pattern", 0, description="every Nth layer is global, the others local; 0 = every layer local")
     max_position_embeddings: int = _bounded("max_position_embeddings", 4096)
     hf_id: str = ""
+    checkpoint_path: str = Field(
+        default="", description="local folder the spec was read from (what from_pretrained loads); '' if none")
     source: str = "catalog"
     stored_weight_format: str = Field(
         default="", description="format of a pre-quantized checkpoint (nf4, gptq-4bit, ...); '' if float")
