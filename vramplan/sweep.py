@@ -52,6 +52,8 @@ EXACT_VECTOR_BYTES = 1 << 51
 """Peaks below this are computed in int64/float64 arrays: float64 holds every integer below 2**53 and
 int64 intermediates stay 2**12 below wrapping. Larger peaks (no GPU holds them: GPUSpec ends at
 2**48 bytes) are computed one by one in Python ints, so a sweep never shows a wrapped number."""
+MAX_GRID_CELLS = 200_000
+"""A sweep's rows are built as Python dicts (about 1 KB each with the table), so 200,000 stay under ~200 MB."""
 MAX_EXACT_CELLS = 4096
 """At most this many cells past EXACT_VECTOR_BYTES are computed one by one (about 1 ms each)."""
 
@@ -116,6 +118,10 @@ def sweep(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, batch=None, seq=Non
     seq = _sizes(seq, run.seq_len, "seq")
     ranks = _sizes(rank, run.lora_rank, "rank")
     methods = [run.method] if method is None else list(method)
+    cells = len(batch) * len(seq) * len(ranks) * len(methods)
+    if cells > MAX_GRID_CELLS:
+        raise InputError("--batch/--seq/--rank/--method", f"the grid has {cells:,} configurations; "
+                         f"at most {MAX_GRID_CELLS:,} (split the sweep)")
     parts = {name: [] for name in COLUMNS}
     for name in methods:
         method_run = run.model_copy(update={"method": name})

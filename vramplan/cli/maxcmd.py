@@ -23,14 +23,15 @@ DIMENSIONS = {
 
 def add_parser(subparsers) -> None:
     from vramplan.cli.fit import add_margin_argument, add_model_gpu_arguments
-    from vramplan.cli.run_flags import add_run_arguments
+    from vramplan.cli.run_flags import add_run_arguments, bounded_int
+    from vramplan.specs.bounds import RUN_BOUNDS
 
     parser = subparsers.add_parser("max", help=HELP, description=HELP, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dimension", choices=list(DIMENSIONS), metavar="{batch,seq,rank}",
                         help="what to maximize: batch (micro-batch size), seq (sequence length) or rank (LoRA rank)")
     add_model_gpu_arguments(parser)
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("--limit", type=bounded_int("--limit", 1, max(RUN_BOUNDS.values())), default=None, metavar="N",
                         help="largest value to consider (default: 4096 for batch and rank, 1048576 for seq)")
     add_margin_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
