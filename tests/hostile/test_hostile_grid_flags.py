@@ -39,3 +39,11 @@ def test_sweep_list_item_that_is_not_an_ascii_positive_integer_is_one_line(item)
 ], ids=lambda a: " ".join(a[:2] + a[-2:]))
 def test_integer_flags_outside_the_run_are_bounded_one_line_errors(args):
     assert args[-2] in assert_refused(*args)
+
+
+@pytest.mark.parametrize("dimension, limit", [("batch", 2**20 + 1), ("rank", 2**16 + 1), ("seq", 2**24 + 1)])
+def test_max_limit_past_the_fields_bound_is_refused_so_no_answer_is_a_run_fit_refuses(dimension, limit):
+    err = assert_refused("max", dimension, "--model", "tinyllama-1.1b", "--gpu", "256TiB", "--method", "lora",
+                         "--limit", str(limit))
+    assert "--limit" in err
+    assert f"{2**24:,}" in err if dimension == "seq" else f"max {dimension} must be at most" in err

@@ -50,6 +50,10 @@ def run(args) -> int:
     limit = default_limit if args.limit is None else args.limit
     if limit < 1:
         raise InputError("--limit", f"must be at least 1 (got {limit})")
+    from vramplan.specs.bounds import RUN_BOUNDS, bound_message
+
+    if limit > RUN_BOUNDS[field]:  # an answer past the field's bound would be a run `fit` refuses
+        raise InputError("--limit", f"for max {args.dimension} {bound_message(RUN_BOUNDS[field])}")
     if args.dimension == "rank" and not run_config.uses_lora:
         raise InputError("--method", f"max rank needs a LoRA method (qlora or lora), got {run_config.method}")
     value = max_size(args.dimension, model, gpu, run_config, limit=limit, margin_bytes=margin_bytes)
