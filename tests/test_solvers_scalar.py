@@ -83,7 +83,7 @@ def test_rank_solver_finds_a_fitting_rank_above_one_that_does_not():
 
 def test_huge_limits_cost_a_handful_of_plans():
     calls = []
-    model, gpu, run = get_model("13b"), custom_gpu(2**50, "1PiB"), make_run()
+    model, gpu, run = get_model("13b"), custom_gpu(2**48, "256TiB"), make_run()  # GPU_BOUNDS: at most 2**48 bytes
     import vramplan.solvers as module
 
     real = module.peak_allocated_bytes
