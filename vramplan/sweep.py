@@ -48,18 +48,64 @@ def _sizes(values, default: int, name: str) -> np.ndarray:
     return array
 
 
-def grid_peaks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, batch, seq, rank):
-    """(peak_allocated, required) arrays of shape (len(batch), len(seq), len(rank)) for one run."""
-    dtypes = resolve_dtypes(run, gpu, model)
-    b = np.asarray(batch, dtype=np.int64)[:, None, None]
-    s = np.asarray(seq, dtype=np.int64)[None, :, None]
-    r = np.asarray(rank, dtype=np.int64)[None, None, :]
-    sizes = {"micro_batch_size": b, "seq_len": s}
+EXACT_VECTOR_BYTES = 1 << 51
+"""Peaks below this are computed in int64/float64 arrays: float64 holds every integer below 2**53 and
+int64 intermediates stay 2**12 below wrapping. Larger peaks (no GPU holds them: GPUSpec ends at
+2**48 bytes) are computed one by one in Python ints, so a sweep never shows a wrapped number."""
+MAX_GRID_CELLS = 200_000
+"""A sweep's rows are built as Python dicts (about 1 KB each with the table), so 200,000 stay under ~200 MB."""
+MAX_EXACT_CELLS = 4096
+"""At most this many cells past EXACT_VECTOR_BYTES are computed one by one (about 1 ms each)."""
+
+
+def _grid_sizes(run: RunConfig, batch, seq, rank, dtype) -> dict:
+    sizes = {"micro_batch_size": np.asarray(batch, dtype=dtype)[:, None, None],
+             "seq_len": np.asarray(seq, dtype=dtype)[None, :, None]}
     if run.uses_lora:
-        sizes["lora_rank"] = r
-    shape = (b.shape[0], s.shape[1], r.shape[2])
-    peak = np.broadcast_to(np.asarray(peak_allocated_bytes(model, gpu, run, dtypes, **sizes), dtype=np.int64), shape)
-    return peak, required_bytes(peak, run, gpu)
+        sizes["lora_rank"] = np.asarray(rank, dtype=dtype)[None, None, :]
+    return sizes
+
+
+def grid_peaks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, batch, seq, rank):
+    """(peak_allocated, required) arrays of shape (len(batch), len(seq), len(rank)) for one run.
+
+    int64 arrays, or object arrays of exact Python ints when some peak passes EXACT_VECTOR_BYTES.
+    """
+    dtypes = resolve_dtypes(run, gpu, model)
+    shape = (len(batch), len(seq), len(rank))
+    corner = {"micro_batch_size": int(max(batch)), "seq_len": int(max(seq))}
+    if run.uses_lora:
+        corner["lora_rank"] = int(max(rank))
+    # The peak grows with batch, seq and rank, so the largest corner bounds every cell (exact, scalar).
+    if int(peak_allocated_bytes(model, gpu, run, dtypes, **corner)) < EXACT_VECTOR_BYTES:
+        sizes = _grid_sizes(run, batch, seq, rank, np.int64)
+        peak = np.broadcast_to(np.asarray(peak_allocated_bytes(model, gpu, run, dtypes, **sizes), dtype=np.int64), shape)
+        return peak, required_bytes(peak, run, gpu)
+    return _exact_grid_peaks(model, gpu, run, dtypes, batch, seq, rank, shape)
+
+
+def _exact_grid_peaks(model, gpu, run, dtypes, batch, seq, rank, shape):
+    """grid_peaks when some cell is too large for int64/float64 arrays: those cells in Python ints."""
+    # float64 inputs cannot wrap; they only say which cells are large (to within rounding).
+    sizes = _grid_sizes(run, batch, seq, rank, np.float64)
+    rough = np.broadcast_to(np.asarray(peak_allocated_bytes(model, gpu, run, dtypes, **sizes), dtype=np.float64), shape)
+    large = ~(rough < EXACT_VECTOR_BYTES / 2)
+    if int(large.sum()) > MAX_EXACT_CELLS:
+        raise InputError("--batch/--seq/--rank", f"{int(large.sum()):,} configurations need over "
+                         f"2**50 bytes; at most {MAX_EXACT_CELLS:,} such are computed (no GPU holds one)")
+    with np.errstate(all="ignore"):  # the large cells wrap here; each cell is computed on its own, so the rest stay exact
+        sizes = _grid_sizes(run, batch, seq, rank, np.int64)
+        vector = np.broadcast_to(np.asarray(peak_allocated_bytes(model, gpu, run, dtypes, **sizes)), shape)
+        small = np.where(large, 0, vector).astype(np.int64)
+    peak = small.astype(object)
+    for i, j, k in zip(*np.nonzero(large)):
+        cell = {"micro_batch_size": int(batch[i]), "seq_len": int(seq[j])}
+        if run.uses_lora:
+            cell["lora_rank"] = int(rank[k])
+        peak[i, j, k] = int(peak_allocated_bytes(model, gpu, run, dtypes, **cell))
+    required = np.empty(shape, dtype=object)
+    required.ravel()[...] = [required_bytes(value, run, gpu) for value in peak.ravel().tolist()]
+    return peak, required
 
 
 def sweep(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, batch=None, seq=None, rank=None,
@@ -72,6 +118,10 @@ def sweep(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, batch=None, seq=Non
     seq = _sizes(seq, run.seq_len, "seq")
     ranks = _sizes(rank, run.lora_rank, "rank")
     methods = [run.method] if method is None else list(method)
+    cells = len(batch) * len(seq) * len(ranks) * len(methods)
+    if cells > MAX_GRID_CELLS:
+        raise InputError("--batch/--seq/--rank/--method", f"the grid has {cells:,} configurations; "
+                         f"at most {MAX_GRID_CELLS:,} (split the sweep)")
     parts = {name: [] for name in COLUMNS}
     for name in methods:
         method_run = run.model_copy(update={"method": name})
@@ -85,7 +135,7 @@ def sweep(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, batch=None, seq=Non
         parts["peak_allocated_bytes"].append(peak.ravel())
         parts["required_bytes"].append(required.ravel())
         parts["headroom_bytes"].append(gpu.capacity_bytes - required.ravel())
-        parts["fits"].append((required.ravel() <= gpu.capacity_bytes) & _runnable(model, gpu, method_run))
+        parts["fits"].append((required.ravel() <= gpu.capacity_bytes).astype(bool) & _runnable(model, gpu, method_run))
     columns = {name: np.concatenate(arrays) for name, arrays in parts.items()}
     return SweepResult(model=model.name, gpu=gpu.name, capacity_bytes=gpu.capacity_bytes, columns=columns)
 

@@ -23,14 +23,15 @@ DIMENSIONS = {
 
 def add_parser(subparsers) -> None:
     from vramplan.cli.fit import add_margin_argument, add_model_gpu_arguments
-    from vramplan.cli.run_flags import add_run_arguments
+    from vramplan.cli.run_flags import add_run_arguments, bounded_int
+    from vramplan.specs.bounds import RUN_BOUNDS
 
     parser = subparsers.add_parser("max", help=HELP, description=HELP, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dimension", choices=list(DIMENSIONS), metavar="{batch,seq,rank}",
                         help="what to maximize: batch (micro-batch size), seq (sequence length) or rank (LoRA rank)")
     add_model_gpu_arguments(parser)
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
+    parser.add_argument("--limit", type=bounded_int("--limit", 1, max(RUN_BOUNDS.values())), default=None, metavar="N",
                         help="largest value to consider (default: 4096 for batch and rank, 1048576 for seq)")
     add_margin_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -49,6 +50,10 @@ def run(args) -> int:
     limit = default_limit if args.limit is None else args.limit
     if limit < 1:
         raise InputError("--limit", f"must be at least 1 (got {limit})")
+    from vramplan.specs.bounds import RUN_BOUNDS, bound_message
+
+    if limit > RUN_BOUNDS[field]:  # an answer past the field's bound would be a run `fit` refuses
+        raise InputError("--limit", f"for max {args.dimension} {bound_message(RUN_BOUNDS[field])}")
     if args.dimension == "rank" and not run_config.uses_lora:
         raise InputError("--method", f"max rank needs a LoRA method (qlora or lora), got {run_config.method}")
     value = max_size(args.dimension, model, gpu, run_config, limit=limit, margin_bytes=margin_bytes)

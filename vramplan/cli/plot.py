@@ -34,7 +34,8 @@ def _add_kind(kinds, name: str, help_text: str, draw, *, model_gpu: bool = False
 
 
 def add_parser(subparsers) -> None:
-    from vramplan.cli.run_flags import add_run_arguments
+    from vramplan.cli.run_flags import add_run_arguments, bounded_int
+    from vramplan.specs.bounds import RUN_BOUNDS
 
     parser = subparsers.add_parser("plot", help=HELP, description=HELP, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,9 +64,9 @@ def add_parser(subparsers) -> None:
 
     sweep = _add_kind(kinds, "seq-components", "memory per component vs sequence length (the sweep replaces --seq)",
                       _draw_seq_components, model_gpu=True)
-    sweep.add_argument("--seq-min", type=int, default=128, metavar="N", help="shortest sequence (default: 128)")
-    sweep.add_argument("--seq-max", type=int, default=65536, metavar="N", help="longest sequence (default: 65536)")
-    sweep.add_argument("--points", type=int, default=48, metavar="N", help="points in the sweep (default: 48)")
+    sweep.add_argument("--seq-min", type=bounded_int("--seq-min", 1, RUN_BOUNDS["seq_len"]), default=128, metavar="N", help="shortest sequence (default: 128)")
+    sweep.add_argument("--seq-max", type=bounded_int("--seq-max", 1, RUN_BOUNDS["seq_len"]), default=65536, metavar="N", help="longest sequence (default: 65536)")
+    sweep.add_argument("--points", type=bounded_int("--points", 2, 2000), default=48, metavar="N", help="points in the sweep (default: 48)")
     add_run_arguments(sweep)
 
     validation = _add_kind(kinds, "validation", "predicted vs measured peak memory from the GPU validation CSVs",

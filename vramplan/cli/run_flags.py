@@ -20,6 +20,17 @@ def _typed(parse, flag: str):
     convert.__name__ = parse.__name__
     return convert
 
+
+def bounded_int(flag: str, smallest: int, largest: int):
+    """An argparse `type=` for an integer flag in [smallest, largest] (parse_int's rule, then the bound)."""
+    def parse(text: str, field: str) -> int:
+        value = parse_int(text, field)
+        if not smallest <= value <= largest:
+            raise InputError(field, f"{value} is out of range; allowed {smallest:,} to {largest:,}")
+        return value
+    parse.__name__ = "integer"
+    return _typed(parse, flag)
+
 # Short, friendly flag names for the knobs people turn most; every field also has its own.
 SHORT_FLAGS = {
     "micro_batch_size": ("--batch", "-b"),

@@ -37,16 +37,21 @@ def add_parser(subparsers) -> None:
 
 
 def parse_int_list(text: str | None, flag: str) -> list[int] | None:
-    """'1,2,4' -> [1, 2, 4]; a bad item is an InputError naming the flag."""
+    """'1,2,4' -> [1, 2, 4]; a bad item is an InputError naming the flag (ASCII digits: `vramplan.text`)."""
     from vramplan.errors import InputError
+    from vramplan.text import parse_int, shown
 
     if text is None:
         return None
     values = []
     for item in (part.strip() for part in text.split(",")):
-        if not item.isdigit() or int(item) <= 0:
-            raise InputError(flag, f"'{item}' is not a positive integer; give a comma-separated list like 1,2,4")
-        values.append(int(item))
+        try:
+            value = parse_int(item, flag)
+        except InputError:
+            value = 0
+        if value <= 0:
+            raise InputError(flag, f"'{shown(item, 40)}' is not a positive integer; give a comma-separated list like 1,2,4")
+        values.append(value)
     return values
 
 

@@ -40,6 +40,8 @@ def validation_module(name: str):
 
 
 def add_parser(subparsers) -> None:
+    from vramplan.cli.run_flags import bounded_int
+
     parser = subparsers.add_parser("validate", help=HELP, description=HELP, epilog=EPILOG,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = parser.add_subparsers(dest="validate_command", metavar="ACTION", parser_class=type(parser))
@@ -53,7 +55,7 @@ def add_parser(subparsers) -> None:
     report.add_argument("paths", nargs="*", type=Path,
                         help="results CSV files or folders (default: validation/results/)")
     report.add_argument("--markdown", action="store_true", help="Markdown tables (for the README)")
-    report.add_argument("--worst", type=int, default=5, metavar="N", help="how many worst cases to list (default 5)")
+    report.add_argument("--worst", type=bounded_int("--worst", 0, 10_000), default=5, metavar="N", help="how many worst cases to list (default 5)")
     report.add_argument("--simulate", action="store_true",
                         help="also run the trace simulator on every measured case and show its error next to "
                              "the analytic model's (torch extra; seconds per case)")

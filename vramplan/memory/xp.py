@@ -49,10 +49,21 @@ def where(condition, if_true, if_false):
     return if_true if condition else if_false
 
 
+INT64_SAFE_MAGNITUDE = 1 << 62
+"""Below this an int64 cast of a float array cannot wrap (int64 ends at 2**63)."""
+
+
 def as_int(value):
-    """A scalar result as int (arrays are returned unchanged, as int64)."""
+    """A scalar result as int; an array as int64, or floored float64 where a value would wrap int64.
+
+    Casting a float past 2**63 to int64 gives -2**63 silently; a floored float is inexact past
+    2**53 but keeps its sign and magnitude, so callers can see it is too large (`vramplan.sweep`).
+    """
     if _is_array(value):
         import numpy as np
 
-        return np.asarray(value).astype(np.int64)
+        array = np.asarray(value)
+        if array.dtype.kind == "f" and not (np.abs(array) < INT64_SAFE_MAGNITUDE).all():
+            return np.floor(array)
+        return array.astype(np.int64)
     return int(value)

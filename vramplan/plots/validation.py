@@ -8,6 +8,7 @@ import numpy as np
 
 from vramplan.errors import InputError
 from vramplan.results_files import csv_files, read_csv_rows
+from vramplan.text import parse_float, shown
 from vramplan.plots.style import MARKERS, OKABE_ITO, new_figure, plain_text, to_gib
 
 REQUIRED_COLUMNS = ("model", "method", "predicted_peak_bytes", "measured_peak_bytes", "status")
@@ -39,12 +40,14 @@ class ValidationResults:
 
 
 def _number(text: str, where: str, column: str) -> float:
+    """A byte count from a results CSV: empty is nan (not measured); else `vramplan.text.parse_float`'s rule
+    (ASCII digits, finite), so 'nan', 'inf' and '١٢' are refused as the other results readers refuse them."""
     if text is None or not text.strip():
         return float("nan")
     try:
-        return float(text)
-    except ValueError:
-        raise InputError(where, f"{column} must be a number of bytes (got {text!r})") from None
+        return parse_float(text, column)
+    except InputError:
+        raise InputError(where, f"{column} must be a number of bytes (got '{shown(text, 40)}')") from None
 
 
 def load_validation_results(paths=(DEFAULT_RESULTS,), field: str = "--results") -> ValidationResults:

@@ -1,8 +1,6 @@
 """The simulator beside the analytic model (per phase and category) and beside GPU measurements."""
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,47 +75,75 @@ def compare_with_results(path) -> list[dict]:
     from vramplan.simulate.engine import simulate
     from vramplan.specs.run import RunConfig
 
+    from vramplan.results_files import read_csv_rows
+    from vramplan.sources.json_file import parse_json
+    from vramplan.text import parse_float
+
     rows = []
-    with Path(path).open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            measured_text = next((row[c] for c in MEASURED_COLUMNS if row.get(c)), None)
-            if measured_text is None:
-                continue
-            if row.get("status", "ok") != "ok":
-                continue
-            measured = int(float(measured_text))
-            if row.get("config_json"):
-                config = json.loads(row["config_json"])
-                model, gpu, run = resolve_model(config["model"]), get_gpu(config["gpu"]), make_run(**config["run"])
-                if config.get("layers"):
-                    model = model.model_copy(update={"num_hidden_layers": int(config["layers"])})
-            else:
-                fields = {k: _parse_field(v) for k, v in row.items()
-                          if k in RunConfig.model_fields and v not in (None, "")}
-                model, gpu, run = resolve_model(row["model"]), get_gpu(row["gpu"]), make_run(**fields)
-            analytic = plan(model, gpu, run).peak_allocated_bytes
-            out = {"model": model.name, "gpu": gpu.name, "method": run.method, "architecture": model.architecture,
-                   "measured": measured, "analytic": analytic,
-                   "analytic_error": (analytic - measured) / measured, "simulated": None,
-                   "simulated_error": None, "skipped": ""}
-            try:
-                simulated = simulate(model, gpu, run).peak_bytes
-            except InputError as exc:
-                out["skipped"] = str(exc)
-            else:
-                out["simulated"] = simulated
-                out["simulated_error"] = (simulated - measured) / measured
-            rows.append(out)
+    _header, records = read_csv_rows(Path(path))  # bounded, UTF-8 checked, as every results reader
+    for line, row in enumerate(records, start=2):
+        where = f"{path}:{line}"
+        measured_text = next((row[c] for c in MEASURED_COLUMNS if row.get(c)), None)
+        if measured_text is None:
+            continue
+        if row.get("status", "ok") != "ok":
+            continue
+        measured = int(parse_float(measured_text, f"{where}: measured peak"))
+        if measured <= 0:
+            raise InputError(f"{where}: measured peak", f"must be a positive number of bytes (got {measured})")
+        if row.get("config_json"):
+            model, gpu, run = _harness_row(parse_json(row["config_json"], where, "config_json"), where)
+        else:
+            fields = {k: _parse_field(v) for k, v in row.items()
+                      if k in RunConfig.model_fields and v not in (None, "")}
+            if not row.get("model") or not row.get("gpu"):
+                raise InputError(where, "a row without config_json needs model and gpu columns")
+            model, gpu, run = resolve_model(row["model"]), get_gpu(row["gpu"]), make_run(**fields)
+        analytic = plan(model, gpu, run).peak_allocated_bytes
+        out = {"model": model.name, "gpu": gpu.name, "method": run.method, "architecture": model.architecture,
+               "measured": measured, "analytic": analytic,
+               "analytic_error": (analytic - measured) / measured, "simulated": None,
+               "simulated_error": None, "skipped": ""}
+        try:
+            simulated = simulate(model, gpu, run).peak_bytes
+        except InputError as exc:
+            out["skipped"] = str(exc)
+        else:
+            out["simulated"] = simulated
+            out["simulated_error"] = (simulated - measured) / measured
+        rows.append(out)
     return rows
 
 
+def _harness_row(config, where: str):
+    """(model, gpu, run) from the harness's config_json: an object with model, gpu, run and optional layers."""
+    from vramplan.errors import InputError
+    from vramplan.estimate import make_run
+    from vramplan.gpus import get_gpu
+    from vramplan.resolve import resolve_model
+    from vramplan.text import parse_int
+
+    if not (isinstance(config, dict) and isinstance(config.get("model"), str) and isinstance(config.get("gpu"), str)
+            and isinstance(config.get("run", {}), dict)):
+        raise InputError(f"{where}: config_json", "must be an object with model and gpu names and a run object")
+    model, gpu, run = resolve_model(config["model"]), get_gpu(config["gpu"]), make_run(**config.get("run", {}))
+    if config.get("layers"):
+        model = model.model_copy(update={"num_hidden_layers": parse_int(str(config["layers"]), f"{where}: layers")})
+    return model, gpu, run
+
+
 def _parse_field(text: str):
+    """A RunConfig column: true/false, then an integer or a finite number by `vramplan.text`'s rules, else text
+    (RunConfig then refuses what its field does not allow)."""
+    from vramplan.errors import InputError
+    from vramplan.text import parse_float, parse_int
+
     lowered = text.strip().lower()
     if lowered in ("true", "false"):
         return lowered == "true"
-    for kind in (int, float):
+    for parse in (parse_int, parse_float):
         try:
-            return kind(text)
-        except ValueError:
+            return parse(text, "column")
+        except InputError:
             pass
     return text
