@@ -31,7 +31,7 @@ from pathlib import Path
 
 from vramplan.errors import InputError
 from vramplan.phases import MEASURED_STEP_PHASES
-from vramplan.results_files import csv_files
+from vramplan.results_files import csv_files, read_csv_rows
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STATUSES = ("ok", "oom", "error", "cuda_error", "not_measured", "smoke")
@@ -161,21 +161,18 @@ def done_case_ids(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
         return set()
-    with path.open(newline="", encoding="utf-8") as handle:
-        return {row["case_id"] for row in csv.DictReader(handle) if row.get("case_id")}
+    return {row["case_id"] for row in read_csv_rows(path)[1] if row.get("case_id")}
 
 
 def read_rows(paths) -> list[dict]:
     """Rows of every results CSV under `paths`, as dicts of strings plus `source` (file name)."""
     rows = []
     for file in csv_files(paths):
-        with file.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in ("case_id", "status", "measured_peak_bytes", "predicted_peak_bytes")
-                       if c not in (reader.fieldnames or ())]
-            if missing:
-                raise InputError(str(file), f"not a validation results file (missing {', '.join(missing)})")
-            for row in reader:
-                row["source"] = file.name
-                rows.append(row)
+        header, records = read_csv_rows(file)
+        missing = [c for c in ("case_id", "status", "measured_peak_bytes", "predicted_peak_bytes") if c not in header]
+        if missing:
+            raise InputError(str(file), f"not a validation results file (missing {', '.join(missing)})")
+        for row in records:
+            row["source"] = file.name
+            rows.append(row)
     return rows
