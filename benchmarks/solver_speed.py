@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     configurations = batch.size * seq.size * rank.size
 
     lean_ms = _median_ms(lambda: count_fitting(model, gpu, run, batch, seq, rank), repeats)
-    full_ms = _median_ms(lambda: sweep(model, gpu, run, batch=batch, seq=seq, rank=rank), repeats)
+    full_ms = _median_ms(lambda: sweep(model, gpu, run, batch=batch, seq=seq, rank=rank, max_cells=configurations), repeats)
     print(f"{model.name} on {gpu.name}, {run.method}: grid {size[0]} batch x {size[1]} seq x {size[2]} rank "
           f"= {configurations:,} configurations")
     print(f"  vectorized verdicts (count_fitting): {lean_ms:8.2f} ms  = {configurations / lean_ms * 1e3:,.0f} configs/s")

@@ -109,19 +109,21 @@ def _exact_grid_peaks(model, gpu, run, dtypes, batch, seq, rank, shape):
 
 
 def sweep(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, batch=None, seq=None, rank=None,
-          method=None) -> SweepResult:
+          method=None, max_cells: int = MAX_GRID_CELLS) -> SweepResult:
     """Every combination of `batch` x `seq` x `rank` x `method` (None: the run's own value).
 
-    Methods without LoRA (full, inference) contribute one row per batch x seq, rank 0.
+    Methods without LoRA (full, inference) contribute one row per batch x seq, rank 0. A grid of
+    more than `max_cells` is refused: the default bounds what the CLI turns into rows; the columns
+    alone cost about 80 B a configuration, so a caller that keeps to them may allow more.
     """
     batch = _sizes(batch, run.micro_batch_size, "batch")
     seq = _sizes(seq, run.seq_len, "seq")
     ranks = _sizes(rank, run.lora_rank, "rank")
     methods = [run.method] if method is None else list(method)
     cells = len(batch) * len(seq) * len(ranks) * len(methods)
-    if cells > MAX_GRID_CELLS:
+    if cells > max_cells:
         raise InputError("--batch/--seq/--rank/--method", f"the grid has {cells:,} configurations; "
-                         f"at most {MAX_GRID_CELLS:,} (split the sweep)")
+                         f"at most {max_cells:,} (split the sweep)")
     parts = {name: [] for name in COLUMNS}
     for name in methods:
         method_run = run.model_copy(update={"method": name})
