@@ -64,3 +64,18 @@ def within_bound(value, name: str, bounds: dict[str, int]):
     if value is not None and value > bounds[name]:
         raise ValueError(bound_message(bounds[name]))
     return value
+
+
+def bound_validators(bounds: dict[str, int]):
+    """The two pydantic field validators that hold `bounds`' fields to it: bools refused before
+    parsing (True is 1 in Python), then each value at most its bound. A spec class assigns them:
+    `_not_bool, _within_bounds = bound_validators(RUN_BOUNDS)`."""
+    from pydantic import field_validator
+
+    def refuse_bool(cls, value):
+        return not_bool(value)
+
+    def at_most_bound(cls, value, info):
+        return within_bound(value, info.field_name, bounds)
+
+    return field_validator(*bounds, mode="before")(refuse_bool), field_validator(*bounds)(at_most_bound)

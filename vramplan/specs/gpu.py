@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vramplan.specs.bounds import GPU_BOUNDS, not_bool, within_bound
+from vramplan.specs.bounds import GPU_BOUNDS, bound_validators
 from vramplan.text import has_unsafe_characters
 
 
@@ -40,16 +40,7 @@ class GPUSpec(BaseModel):
     notes: str = ""
     size_reading: str = Field(default="", description="how a size given as the GPU was read (a plan note)")
 
-    @field_validator(*GPU_BOUNDS, mode="before")
-    @classmethod
-    def _not_bool(cls, value):
-        return not_bool(value)
-
-    @field_validator(*GPU_BOUNDS)
-    @classmethod
-    def _within_bounds(cls, value, info: ValidationInfo):
-        """Each size at most its `vramplan.specs.bounds.GPU_BOUNDS` entry (256 TiB of memory)."""
-        return within_bound(value, info.field_name, GPU_BOUNDS)
+    _not_bool, _within_bounds = bound_validators(GPU_BOUNDS)  # bools refused, each field at most its bound
 
     @field_validator("key", "name", "compute_capability", "aliases", "source", "notes", "size_reading")
     @classmethod

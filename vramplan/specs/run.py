@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vramplan.specs.bounds import RUN_BOUNDS, not_bool, within_bound
+from vramplan.specs.bounds import RUN_BOUNDS, bound_validators
 
 Method = Literal["qlora", "lora", "full", "inference"]
 WeightFormat = Literal[
@@ -69,16 +69,7 @@ class RunConfig(BaseModel):
                     "per expert")
     fragmentation: float = Field(default=0.05, ge=0, lt=1, description="allocator reserve over the allocated peak")
 
-    @field_validator(*RUN_BOUNDS, mode="before")
-    @classmethod
-    def _not_bool(cls, value):
-        return not_bool(value)
-
-    @field_validator(*RUN_BOUNDS)
-    @classmethod
-    def _within_bounds(cls, value, info: ValidationInfo):
-        """Each numeric field at most its `vramplan.specs.bounds.RUN_BOUNDS` entry; bools are not numbers."""
-        return within_bound(value, info.field_name, RUN_BOUNDS)
+    _not_bool, _within_bounds = bound_validators(RUN_BOUNDS)  # bools refused, each field at most its bound
 
     @field_validator("quant_blocksize")
     @classmethod
