@@ -12,9 +12,10 @@ How issue 17 fills it (nothing here computes sharding):
 - `ranks`: one RankPlan per role, each with the ranks that play it and that role's
   Breakdown (its components already divided by the shard count; `duty` says what sets the
   role apart, e.g. "loads the full CPU copy");
-- `host`: named components in bytes, summed over the node (offloaded optimizer state and
-  parameters with DeepSpeed's buffer factor, pinned transfer buffers, the loading spike),
-  `host_ram_bytes` from `--host-ram` or the machine.
+- `host`: named components in bytes, summed over the ranks of the node that needs the most
+  (offloaded optimizer state and parameters with DeepSpeed's buffer factor, pinned transfer
+  buffers, the loading spike: node 0 when rank 0 loads the CPU copy), `host_ram_bytes` from
+  `--host-ram` or the machine.
 
 The single-GPU plan (`ClusterPlan.single`) is one rank holding exactly today's Breakdown
 and a host side whose modelled components are zero (no offload) and whose unmodelled
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from vramplan.specs.breakdown import Breakdown
 
 HOST_COMPONENTS = ("offloaded_optimizer_state", "offloaded_parameters", "pinned_buffers", "loading_spike")
-"""Host-RAM components a plan may name, in display order; their bytes are per node."""
+"""Host-RAM components a plan may name, in display order; their bytes are one node's."""
 
 SINGLE_GPU_HOST_NOT_MODELLED = ("pinned_buffers", "loading_spike")
 """What a single-GPU run holds in host RAM that vramplan does not count: the DataLoader's and
