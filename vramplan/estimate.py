@@ -1,4 +1,4 @@
-"""The library entry points: a plan for one (model, GPU, run)."""
+"""The library entry points: a plan for one (model, GPU, run), and the same plan per rank (`plan_ranks`)."""
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -12,6 +12,7 @@ from vramplan.memory.plan import paged_optimizer_bytes, phase_terms, phase_total
 from vramplan.memory.terms import as_dict, total
 from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
+from vramplan.specs.cluster import ClusterPlan
 from vramplan.specs.run import ALL_LINEAR
 
 
@@ -72,6 +73,14 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
         notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
     )
+
+
+def plan_ranks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 0,
+               host_ram_bytes: int | None = None) -> ClusterPlan:
+    """The plan per rank role plus the host side; on one GPU, rank 0 holds exactly `plan(...)`."""
+    if host_ram_bytes is not None and host_ram_bytes < 0:
+        raise InputError("host_ram", f"must be zero or more bytes (got {host_ram_bytes})")
+    return ClusterPlan.single(plan(model, gpu, run, margin_bytes=margin_bytes), host_ram_bytes=host_ram_bytes)
 
 
 LOW_HEADROOM_FRACTION = 0.05
@@ -191,4 +200,4 @@ def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", *, margi
     return plan(model_spec, gpu_spec, make_run(**run_fields), margin_bytes=margin_bytes_from(margin))
 
 
-__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan"]
+__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan", "plan_ranks"]

@@ -77,9 +77,14 @@ def simulation_data(result) -> dict:
     }
 
 
-def breakdown_json(breakdown, simulation=None) -> str:
+def breakdown_json(breakdown, simulation=None, cluster=None) -> str:
+    """The Breakdown (of the worst rank), its components, then the per-rank view's additions
+    (`ClusterPlan.json_additions`; one GPU when `cluster` is None)."""
+    from vramplan.specs.cluster import ClusterPlan
+
     data = breakdown.model_dump(mode="json")
     data["components"] = breakdown.components()
+    data |= (cluster or ClusterPlan.single(breakdown)).json_additions()
     if simulation is not None:
         data["simulation"] = simulation_data(simulation)
     return json.dumps(data, indent=2)
