@@ -288,6 +288,7 @@ class Summary:
     verdict_total: int
     source_oom_called_fits: tuple[str, ...]
     worst: tuple[Comparison, ...] = field(default=())
+    per_source: tuple[tuple[str, int, float | None, float | None], ...] = field(default=())  # id, n, median, max
 
 
 def summarize(comparisons: list[Comparison], worst: int = 5) -> Summary:
@@ -305,7 +306,14 @@ def summarize(comparisons: list[Comparison], worst: int = 5) -> Summary:
         verdict_total=len(comparisons),
         source_oom_called_fits=tuple(c.entry.id for c in comparisons if not c.source_fits and c.planner_fits),
         worst=tuple(ranked[:worst]),
+        per_source=tuple(_source_errors(comparisons)),
     )
+
+
+def _source_errors(comparisons):
+    for source in dict.fromkeys(c.entry.source.id for c in comparisons):
+        errors = [abs(c.error_pct) * 100 for c in comparisons if c.entry.source.id == source and c.in_error_stats]
+        yield (source, len(errors), statistics.median(errors) if errors else None, max(errors) if errors else None)
 
 
 # ---- rendering -----------------------------------------------------------------------------
@@ -365,6 +373,8 @@ def _summary_lines(summary: Summary) -> list[str]:
         f"verdict agreement: {summary.verdict_agree}/{summary.verdict_total}; source-OOM entries the planner calls fits: "
         + (", ".join(summary.source_oom_called_fits) or "none"),
     ]
+    lines.append("per source (entries with a known convention): " + "; ".join(
+        f"{source} {count}: median {pct(median)}, max {pct(largest)}" for source, count, median, largest in summary.per_source))
     if summary.worst:
         lines.append("worst: " + "; ".join(f"{c.entry.id} {c.error_pct * 100:+.1f}%" for c in summary.worst))
     return lines
@@ -385,5 +395,7 @@ def to_json(summary: Summary) -> dict:
                     "error_entries": summary.error_entries, "verdict_agree": summary.verdict_agree,
                     "verdict_total": summary.verdict_total,
                     "source_oom_called_fits": list(summary.source_oom_called_fits),
-                    "worst": [c.entry.id for c in summary.worst]},
+                    "worst": [c.entry.id for c in summary.worst],
+                    "per_source": [{"source": source, "error_entries": count, "median_abs_error_pct": median,
+                                    "max_abs_error_pct": largest} for source, count, median, largest in summary.per_source]},
     }
