@@ -358,7 +358,7 @@ def render_text(summary: Summary) -> str:
 def render_markdown(summary: Summary) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _row(c)) + " |" for c in summary.comparisons]
-    return "\n".join(lines + ["", *_summary_lines(summary)])
+    return "\n".join(lines + ["", *(f"- {line}" for line in _summary_lines(summary))])
 
 
 def _summary_lines(summary: Summary) -> list[str]:
@@ -368,7 +368,7 @@ def _summary_lines(summary: Summary) -> list[str]:
     lines = [
         f"{summary.verdict_total} entries from {summary.sources} sources, planned with the default stack "
         "(stated stacks recorded, not yet applied)",
-        f"|error| over {summary.error_entries} entries with a known convention: median {pct(summary.median_abs_error_pct)}, "
+        f"absolute error over {summary.error_entries} entries with a known convention: median {pct(summary.median_abs_error_pct)}, "
         f"max {pct(summary.max_abs_error_pct)} (unstated-convention errors in parentheses, not counted)",
         f"verdict agreement: {summary.verdict_agree}/{summary.verdict_total}; source-OOM entries the planner calls fits: "
         + (", ".join(summary.source_oom_called_fits) or "none"),
