@@ -88,6 +88,11 @@ class Comparison:
     planned_stack: str = "default"
 
     @property
+    def has_verdict(self) -> bool:
+        """An init-only reading says nothing about whether the training step fit."""
+        return self.entry.measured != "allocated_init"
+
+    @property
     def verdict_agrees(self) -> bool:
         return self.source_fits == self.planner_fits
 
@@ -255,12 +260,9 @@ def compare(entry: Entry) -> Comparison:
     breakdown = plan(model, gpu, run)
     if entry.measured == "oom":
         return Comparison(entry, float(breakdown.fits), None, source_fits=False, planner_fits=breakdown.fits)
-    predicted_bytes = planner_bytes(breakdown, entry.measured)
-    predicted = predicted_bytes / UNIT_BYTES[entry.unit]
-    # a run that was measured ran; an init-only reading says nothing about the training step
-    source_fits = True
+    predicted = planner_bytes(breakdown, entry.measured) / UNIT_BYTES[entry.unit]
     return Comparison(entry, predicted, (predicted - entry.value) / entry.value,
-                      source_fits=source_fits, planner_fits=breakdown.fits if entry.measured != "allocated_init" else True)
+                      source_fits=True, planner_fits=breakdown.fits)  # a run that was measured ran
 
 
 def planner_bytes(breakdown, measured: str) -> int:
@@ -302,8 +304,8 @@ def summarize(comparisons: list[Comparison], worst: int = 5) -> Summary:
         median_abs_error_pct=statistics.median(errors) if errors else None,
         max_abs_error_pct=max(errors) if errors else None,
         error_entries=len(errors),
-        verdict_agree=sum(c.verdict_agrees for c in comparisons),
-        verdict_total=len(comparisons),
+        verdict_agree=sum(c.verdict_agrees for c in comparisons if c.has_verdict),
+        verdict_total=sum(c.has_verdict for c in comparisons),
         source_oom_called_fits=tuple(c.entry.id for c in comparisons if not c.source_fits and c.planner_fits),
         worst=tuple(ranked[:worst]),
         per_source=tuple(_source_errors(comparisons)),
@@ -341,6 +343,8 @@ def _row(c: Comparison) -> list[str]:
     if error and not c.in_error_stats:
         error = f"({error})"
     verdict = ("ok" if c.verdict_agrees else "DIFFERS") + f" ({'fits' if c.planner_fits else 'OOM'})"
+    if not c.has_verdict:
+        verdict = "n/a (init only)"
     return [c.entry.id, c.entry.measured, _measured_text(c.entry), _number(c.predicted, c.entry.unit), error, verdict]
 
 
@@ -366,11 +370,11 @@ def _summary_lines(summary: Summary) -> list[str]:
         return "n/a" if value is None else f"{value:.1f}%"
 
     lines = [
-        f"{summary.verdict_total} entries from {summary.sources} sources, planned with the default stack "
+        f"{len(summary.comparisons)} entries from {summary.sources} sources, planned with the default stack "
         "(stated stacks recorded, not yet applied)",
         f"absolute error over {summary.error_entries} entries with a known convention: median {pct(summary.median_abs_error_pct)}, "
         f"max {pct(summary.max_abs_error_pct)} (unstated-convention errors in parentheses, not counted)",
-        f"verdict agreement: {summary.verdict_agree}/{summary.verdict_total}; source-OOM entries the planner calls fits: "
+        f"verdict agreement: {summary.verdict_agree}/{summary.verdict_total} entries with a verdict; source-OOM entries the planner calls fits: "
         + (", ".join(summary.source_oom_called_fits) or "none"),
     ]
     lines.append("per source (entries with a known convention): " + "; ".join(
@@ -385,10 +389,13 @@ def to_json(summary: Summary) -> dict:
         "stack_applied": "default",
         "sources": summary.sources,
         "entries": [
-            {"id": c.entry.id, "source": c.entry.source.id, "url": c.entry.source.url, "date": c.entry.source.date,
-             "stack_stated": c.entry.stack, "measured": c.entry.measured, "unit": c.entry.unit,
-             "value": c.entry.value, "predicted": c.predicted, "error_pct": None if c.error_pct is None else c.error_pct * 100,
-             "in_error_stats": c.in_error_stats, "source_fits": c.source_fits, "planner_fits": c.planner_fits,
+            {"id": c.entry.id, "source": c.entry.source.id, "citation": c.entry.source.citation, "url": c.entry.source.url,
+             "date": c.entry.source.date, "table": c.entry.table, "quote": c.entry.quote,
+             "stack_stated": c.entry.stack, "hardware": c.entry.hardware, "gpu": c.entry.gpu, "model": c.entry.model,
+             "run": c.entry.run, "unstated": list(c.entry.unstated), "assumed": c.entry.assumed,
+             "measured": c.entry.measured, "unit": c.entry.unit, "value": c.entry.value, "predicted": c.predicted,
+             "error_pct": None if c.error_pct is None else c.error_pct * 100, "in_error_stats": c.in_error_stats,
+             "has_verdict": c.has_verdict, "source_fits": c.source_fits, "planner_fits": c.planner_fits,
              "notes": c.entry.notes}
             for c in summary.comparisons],
         "summary": {"median_abs_error_pct": summary.median_abs_error_pct, "max_abs_error_pct": summary.max_abs_error_pct,
