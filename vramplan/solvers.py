@@ -27,7 +27,6 @@ from vramplan.memory.overhead import required_bytes
 from vramplan.memory.plan import peak_allocated_bytes
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
-SIZE_FIELDS = {"batch": "micro_batch_size", "seq": "seq_len", "rank": "lora_rank"}
 DEFAULT_LIMITS = {"batch": 4096, "seq": 1_048_576, "rank": 4096}
 _RANK_THRESHOLDS = (MIN_8BIT_SIZE, MIN_PAGED_SIZE)
 _SPLIT = 64
@@ -298,7 +297,7 @@ def largest_model(gpu: str | GPUSpec, run: RunConfig | None = None, models: list
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "SIZE_FIELDS", "describe_rounded", "fits_many", "largest_fitting_in", "largest_model",
+    "DEFAULT_LIMITS", "describe_rounded", "fits_many", "largest_fitting_in", "largest_model",
     "largest_monotone", "max_lora_rank", "max_micro_batch", "max_seq_len", "max_size", "power_of_two_floor",
     "rank_segments", "resolve_specs", "smallest_gpu",
 ]

@@ -91,8 +91,8 @@ def tied_embedding_gradient_terms(model, run, dtypes: RunDtypes) -> list:
     """Full fine-tuning of tied embeddings: autograd holds the lm_head's gradient of the shared
     weight in its input buffer until the embedding's dense gradient arrives, then sums the two
     out of place (torch/csrc/autograd/input_buffer.cpp): two extra vocab x hidden gradients in
-    the trainable dtype at the end of backward. Found by the trace simulator (Gemma-2 2B full
-    fine-tuning: the analytic model was 9.6% under at the end of backward)."""
+    the trainable dtype at the end of backward (tests/test_memory_from_simulator.py checks it
+    against the trace simulator on Gemma-2 2B full fine-tuning)."""
     if run.method != "full" or not model.tie_word_embeddings:
         return []
     return [term("tied embedding partial gradients", "2 tensors x V x h x T",

@@ -149,7 +149,7 @@ def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types
         tracker = AllocationTracker()
         _register_parameters(tracker, hf_model)
         if run.trains:
-            _training_step(tracker, hf_model, model_spec, gpu_spec, run, dtypes)
+            _training_step(tracker, hf_model, run, dtypes)
         else:
             _inference_step(tracker, hf_model, model_spec, run, dtypes)
     workspace = gpu_spec.cublas_workspace_bytes
@@ -209,7 +209,7 @@ def _autocast(dtypes):
     return torch.autocast("cpu", dtype=compute, enabled=compute != torch.float32)
 
 
-def _training_step(tracker, hf_model, model_spec, gpu_spec, run, dtypes) -> None:
+def _training_step(tracker, hf_model, run, dtypes) -> None:
     hf_model.train()
     if run.gradient_checkpointing:
         kwargs = {"use_reentrant": False}
