@@ -26,6 +26,7 @@ FLAGS = ("--gpu-memory-utilization", "--max-model-len", "--max-num-seqs", "--max
          "--kv-cache-dtype", "--block-size", "--tensor-parallel-size", "--quantization", "--enforce-eager",
          "--typical-len")
 TYPICAL_LEN = 8192
+WEIGHT_FORMATS = ("bf16", "fp16", "fp32", "awq-4bit", "gptq-4bit", "gptq-8bit", "nf4", "fp4", "int8")
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,8 @@ def resolve_weight_format(model, settings: VllmSettings) -> tuple[str, str | Non
     if fmt is not None and fmt.startswith("gguf-"):
         raise InputError("--format", f"{fmt} is a llama.cpp format: use --engine llama.cpp, or for vLLM one of "
                          "awq-4bit, gptq-4bit, gptq-8bit, nf4, fp4, int8, bf16, fp16")
+    if fmt is not None and fmt not in WEIGHT_FORMATS:
+        raise InputError("--format", f"one of {', '.join(WEIGHT_FORMATS)} for vLLM (got {fmt})")
     if quantization is None:
         implied = {f: q for q, formats in QUANTIZATION_FORMATS.items() for f in formats if q != "fp8"}
         fmt = fmt or model.stored_weight_format or "bf16"
@@ -134,6 +137,8 @@ def weight_bytes(model, gpu, fmt: str, quantization: str | None) -> int:
     from vramplan.specs.run import RunConfig
 
     load_format = "int8" if quantization == "fp8" else fmt
+    if load_format == "bf16" and not gpu.bf16:
+        load_format = "fp16"  # vLLM's dtype "auto" casts bf16 to fp16 where the GPU has no bf16 (same bytes)
     parts = plan(model, gpu, RunConfig(method="inference", weight_format=load_format, seq_len=1,
                                        max_new_tokens=0)).components()
     state = 0 if quantization == "fp8" else parts["quant_state"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from vramplan.errors import InputError
 from vramplan.serve.vllm import VllmSettings, plan_vllm
 
 SMALLER_FORMATS = {"bf16": "awq-4bit", "fp16": "awq-4bit", "fp32": "awq-4bit", "int8": "awq-4bit",
@@ -31,8 +32,11 @@ def max_concurrent_requests(model, gpu, settings: VllmSettings, request_len: int
 def smallest_gpu(model, gpus, settings: VllmSettings):
     """The GPU profile with the least memory on which vLLM starts, or None."""
     for gpu in sorted(gpus, key=lambda g: g.total_memory_bytes):
-        if plan_vllm(model, gpu, settings).fits:
-            return gpu
+        try:
+            if plan_vllm(model, gpu, settings).fits:
+                return gpu
+        except InputError:  # a GPU that cannot run this format is no candidate
+            continue
     return None
 
 
