@@ -81,8 +81,9 @@ def check_run(run: dict) -> list[Check]:
         low = rules.num_gpu_blocks(int(math.ceil(middle - HALF_CENT_GIB)), layout)
         high = rules.num_gpu_blocks(int(middle + HALF_CENT_GIB), layout)
         status = _status(blocks, low, high)
-        why = ("the printed memory is one rank's; vLLM sizes every rank's pool by the smallest rank's "
-               "memory (kv_cache_utils.get_kv_cache_configs)") if status == "differs" and run.get(
+        why = ("not reproduced; the issue prints one rank's memory, and vLLM gives every rank the smallest "
+               "rank's block count (kv_cache_utils.get_kv_cache_configs): a rank with ~1% less free memory would "
+               "explain it, but the issue does not show the other ranks") if status == "differs" and run.get(
                    "tensor_parallel_size", 1) > 1 else ""
         found.append(Check(rid, "blocks from available memory", f"{blocks:,}", f"{low:,}..{high:,}", status, why))
     if "num_gpu_blocks" in run and "kv_cache_tokens" in run:

@@ -133,19 +133,17 @@ def max_concurrency(num_blocks: int, layout: KVLayout, max_model_len: int, block
 
 
 def needed_kv_bytes(layout: KVLayout, max_model_len: int, block_size: int, max_num_batched_tokens: int) -> int:
-    """KV bytes one max_model_len request needs, summed layer by layer (kv_cache_utils.max_memory_usage_bytes
-    over every layer's spec, as check_enough_kv_cache_memory uses it)."""
-    full = layout.full_layers * full_attention_blocks(max_model_len, block_size)
-    sliding = layout.sliding_layers * (
-        sliding_window_blocks(max_model_len, block_size, layout.sliding_window, max_num_batched_tokens)
-        if layout.sliding_layers else 0)
-    return (full + sliding) * layout.page_bytes
+    """KV bytes one max_model_len request needs: group_size x page x the blocks it holds over all groups,
+    padding layers included (kv_cache_utils._max_memory_usage_bytes_from_groups, which the start-up check
+    and estimate_max_model_len use)."""
+    return layout.block_bytes * blocks_per_request(layout, max_model_len, block_size, max_num_batched_tokens)
 
 
 def estimate_max_model_len(layout: KVLayout, available_bytes: int, max_model_len: int, block_size: int,
                            max_num_batched_tokens: int) -> int:
     """Largest length in 1..max_model_len whose needed_kv_bytes fits `available_bytes`, 0 if none: the
-    binary search of kv_cache_utils.estimate_max_model_len (needed bytes never fall as the length grows)."""
+    binary search of kv_cache_utils._estimate_max_model_len_from_groups (needed bytes never fall as the
+    length grows)."""
     def fits(length: int) -> bool:
         return needed_kv_bytes(layout, length, block_size, max_num_batched_tokens) <= available_bytes
 
