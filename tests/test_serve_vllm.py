@@ -253,6 +253,10 @@ def test_serve_json_is_the_plan(capsys):
     (["--format", "gguf-q4_k_m"], "--format"),
     (["--host-ram", "64GiB"], "--host-ram"),
     (["--gpu-memory-utilization", "0"], "--gpu-memory-utilization"),
+    (["--gpu-memory-utilization", "nan"], "--gpu-memory-utilization"),
+    (["--max-model-len", "1_000"], "--max-model-len"),
+    (["--max-model-len", "99999999999"], "--max-model-len"),
+    (["--engine", "hf", "--seq", "-1"], "--seq"),
 ])
 def test_serve_bad_input_exits_2_with_one_line(capsys, argv, flag):
     code, out, err = run_cli(capsys, "serve", "--model", "llama-3.1-8b", "--gpu", "l4", *argv)

@@ -239,27 +239,33 @@ def with_changes(settings: VllmSettings, **changes) -> VllmSettings:
     return replace(settings, **changes)
 
 
+TOKENS_LIMIT = 1 << 24  # as RUN_BOUNDS["seq_len"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """vLLM's own flags, with vLLM's names and defaults."""
+    """vLLM's own flags, with vLLM's names and defaults; numbers read with vramplan's ASCII-digit rule."""
+    from vramplan.cli.run_flags import _typed, bounded_int
+    from vramplan.text import parse_float
+
     group = parser.add_argument_group("vLLM engine (--engine vllm), as `vllm serve` names them")
-    group.add_argument("--gpu-memory-utilization", type=float, default=None, metavar="FRACTION",
+    group.add_argument("--gpu-memory-utilization", type=_typed(parse_float, "--gpu-memory-utilization"), default=None, metavar="FRACTION",
                        help="share of the GPU vLLM may use (default 0.9)")
-    group.add_argument("--max-model-len", type=int, default=None, metavar="TOKENS",
+    group.add_argument("--max-model-len", type=bounded_int("--max-model-len", 1, TOKENS_LIMIT), default=None, metavar="TOKENS",
                        help="longest request, prompt + output (default: the model's max_position_embeddings)")
-    group.add_argument("--max-num-seqs", type=int, default=None, metavar="N",
+    group.add_argument("--max-num-seqs", type=bounded_int("--max-num-seqs", 1, 1 << 20), default=None, metavar="N",
                        help="sequences per step (default 256; 1024 on >= 70 GiB GPUs other than A100)")
-    group.add_argument("--max-num-batched-tokens", type=int, default=None, metavar="TOKENS",
+    group.add_argument("--max-num-batched-tokens", type=bounded_int("--max-num-batched-tokens", 1, TOKENS_LIMIT), default=None, metavar="TOKENS",
                        help="tokens per step, the profiled batch (default 2048; 8192 on >= 70 GiB GPUs other than A100)")
     group.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES, default=None,
                        help="KV cache dtype: auto (the model dtype) or fp8 (default auto)")
-    group.add_argument("--block-size", type=int, default=None, metavar="TOKENS", help="tokens per KV block (default 16)")
-    group.add_argument("--tensor-parallel-size", "-tp", type=int, default=None, metavar="N",
+    group.add_argument("--block-size", type=bounded_int("--block-size", 1, 256), default=None, metavar="TOKENS", help="tokens per KV block (default 16)")
+    group.add_argument("--tensor-parallel-size", "-tp", type=bounded_int("--tensor-parallel-size", 1, 1024), default=None, metavar="N",
                        help="GPUs that shard the model (default 1); bytes are per GPU")
     group.add_argument("--quantization", "-q", choices=QUANTIZATIONS, default=None,
                        help="quantized weights: awq, gptq, fp8 or bitsandbytes (default: from --format)")
     group.add_argument("--enforce-eager", action="store_true", default=None,
                        help="no CUDA graphs (their memory is not needed)")
-    group.add_argument("--typical-len", type=int, default=None, metavar="TOKENS",
+    group.add_argument("--typical-len", type=bounded_int("--typical-len", 1, TOKENS_LIMIT), default=None, metavar="TOKENS",
                        help="vramplan: a typical request length for a second concurrency figure (default 8192)")
 
 
