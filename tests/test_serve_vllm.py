@@ -18,7 +18,10 @@ GIB = 1 << 30
 
 
 def run_cli(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse refuses a value before the command runs
+        code = exit_.code
     out, err = capsys.readouterr()
     return code, out, err
 
