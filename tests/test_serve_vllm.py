@@ -137,7 +137,7 @@ def test_end_to_end_predictions_from_specs_are_within_two_percent_of_published_b
 
 # --- the plan, its laws and solvers ----------------------------------------------------------------
 
-MISTRAL_L4 = dict(weight_format="awq-4bit", max_model_len=32768)
+MISTRAL_L4 = {"weight_format": "awq-4bit", "max_model_len": 32768}
 
 
 def test_mistral_awq_on_l4_at_32k_starts_with_the_pool_the_rules_give():

@@ -67,7 +67,7 @@ def check_engine_flags(args, parser_defaults: dict) -> None:
 def _draw_plot(args, model, settings) -> None:
     from vramplan.cli.plot import split_list
     from vramplan.gpus import get_gpu
-    from vramplan.plots.output import output_path, save_figure, FIGURE_FORMATS
+    from vramplan.plots.output import FIGURE_FORMATS, output_path, save_figure
     from vramplan.plots.serve_concurrency import concurrency_curves, concurrency_figure
 
     output_path(args.plot, FIGURE_FORMATS, "--plot")

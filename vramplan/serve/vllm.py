@@ -5,7 +5,7 @@ version there); estimates of measured terms: `vllm_estimates.py`.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from vramplan.errors import InputError
 from vramplan.serve import vllm_estimates as estimates
@@ -22,9 +22,6 @@ QUANTIZATION_FORMATS = {
     "fp8": ("bf16", "fp16"),
     "bitsandbytes": ("nf4", "fp4", "int8"),
 }
-FLAGS = ("--gpu-memory-utilization", "--max-model-len", "--max-num-seqs", "--max-num-batched-tokens",
-         "--kv-cache-dtype", "--block-size", "--tensor-parallel-size", "--quantization", "--enforce-eager",
-         "--typical-len")
 TYPICAL_LEN = 8192
 WEIGHT_FORMATS = ("bf16", "fp16", "fp32", "awq-4bit", "gptq-4bit", "gptq-8bit", "nf4", "fp4", "int8")
 
@@ -233,10 +230,6 @@ def plan_vllm(model, gpu, settings: VllmSettings) -> VllmPlan:
         typical_len=typical, concurrency_at_typical=rules.max_concurrency(blocks, layout, typical, block_size, batched),
         needed_kv_bytes=needed, largest_max_model_len=largest, startup_error=error, warnings=tuple(warnings),
     )
-
-
-def with_changes(settings: VllmSettings, **changes) -> VllmSettings:
-    return replace(settings, **changes)
 
 
 TOKENS_LIMIT = 1 << 24  # as RUN_BOUNDS["seq_len"]

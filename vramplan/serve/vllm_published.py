@@ -78,7 +78,7 @@ def check_run(run: dict) -> list[Check]:
     rid = run["id"]
     if layout and blocks is not None and "available_kv_gib" in run:
         middle = run["available_kv_gib"] * rules.GIB
-        low = rules.num_gpu_blocks(int(math.ceil(middle - HALF_CENT_GIB)), layout)
+        low = rules.num_gpu_blocks(math.ceil(middle - HALF_CENT_GIB), layout)
         high = rules.num_gpu_blocks(int(middle + HALF_CENT_GIB), layout)
         status = _status(blocks, low, high)
         why = ("not reproduced; the issue prints one rank's memory, and vLLM gives every rank the smallest "
