@@ -260,11 +260,21 @@ def test_serve_json_is_the_plan(capsys):
     (["--max-model-len", "1_000"], "--max-model-len"),
     (["--max-model-len", "99999999999"], "--max-model-len"),
     (["--engine", "hf", "--seq", "-1"], "--seq"),
+    (["--engine", "hf", "--host-ram", "64GiB"], "--host-ram"),
 ])
 def test_serve_bad_input_exits_2_with_one_line(capsys, argv, flag):
     code, out, err = run_cli(capsys, "serve", "--model", "llama-3.1-8b", "--gpu", "l4", *argv)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and flag in err and err.count("\n") == 1
+
+
+def test_llama_cpp_is_registered_exactly_when_its_module_exists():
+    import importlib.util
+
+    from vramplan.cli.serve import ENGINES
+
+    assert ("llama.cpp" in ENGINES) == (importlib.util.find_spec("vramplan.serve.llamacpp") is not None)
+    assert {"vllm", "hf"} <= set(ENGINES)
 
 
 def test_serve_unknown_engine_is_a_usage_error():

@@ -64,6 +64,22 @@ def check_engine_flags(args, parser_defaults: dict) -> None:
                 raise InputError(flag, f"belongs to --engine {engine}, not {args.engine}")
 
 
+def host_ram_bytes(args) -> int | None:
+    """--host-ram in bytes (same sizes as --gpu: 64GiB, 128GB); only llama.cpp offloads to host RAM."""
+    from vramplan.errors import InputError
+    from vramplan.gpus import parse_size
+
+    if args.host_ram is None:
+        return None
+    if args.engine != "llama.cpp":
+        raise InputError("--host-ram", f"{args.engine} keeps weights and KV cache on the GPU here (CPU offload and "
+                         "swap are not modelled): use it with --engine llama.cpp")
+    size = parse_size(args.host_ram)
+    if size is None or size <= 0:
+        raise InputError("--host-ram", f"a size like 64GiB, 128GB or 65536MiB (got {args.host_ram!r})")
+    return size
+
+
 def _draw_plot(args, model, settings) -> None:
     from vramplan.cli.plot import split_list
     from vramplan.gpus import get_gpu
@@ -83,9 +99,6 @@ def _run_vllm(args, model, gpu) -> int:
     from vramplan.serve.vllm_solvers import advise, smallest_gpu
     from vramplan.serve.vllm_text import render_advice
 
-    if args.host_ram is not None:
-        raise InputError("--host-ram", "vLLM keeps weights and KV cache on the GPU here (CPU offload and swap "
-                         "are not modelled): use it with --engine llama.cpp")
     settings = vllm.settings_from_args(args)
     plan = vllm.plan_vllm(model, gpu, settings)
     gpus = list_gpus()
@@ -114,6 +127,7 @@ def run(args) -> int:
     from vramplan.resolve import resolve_model
 
     check_engine_flags(args, args.serve_parser_defaults)
+    args.host_ram_bytes = host_ram_bytes(args)
     model, gpu = resolve_model(args.model), get_gpu(args.gpu)
     if args.engine == "vllm":
         return _run_vllm(args, model, gpu)
