@@ -1,13 +1,16 @@
 """vLLM's start-up arithmetic for the KV cache pool, one pure function per rule.
 
-Followed: vLLM's V1 engine as of v0.15 (the `vllm serve` path), read from vllm-project/vllm:
-`vllm/v1/core/kv_cache_utils.py` (get_num_blocks, the hybrid grouping, the start-up check and its
-error text, estimate_max_model_len, get_max_concurrency_for_kv_cache_config, the "GPU KV cache size"
-log), `vllm/v1/kv_cache_interface.py` (page_size_bytes, max_memory_usage_bytes per attention type),
-`vllm/v1/worker/gpu_worker.py` (determine_available_memory), `vllm/config/cache.py` (block size 16,
-gpu_memory_utilization 0.9) and `vllm/engine/arg_utils.py` (batch defaults). CUDA-graph memory is
-outside the pool in these versions (captured after the KV cache is allocated; v0.21.0 made profiling
-it the default, which this module does not follow).
+Followed: vLLM's V1 engine, `vllm serve`, as of v0.15. Read from vllm-project/vllm (the snapshot in the
+workplace's code index, main after v0.15): `vllm/v1/core/kv_cache_utils.py` (get_num_blocks, the hybrid
+grouping, the start-up check and its error text, the max-model-len estimate, the concurrency line, the
+"GPU KV cache size" log), `vllm/v1/kv_cache_interface.py` (page_size_bytes, max_memory_usage_bytes per
+attention type), `vllm/v1/worker/gpu_worker.py` (determine_available_memory), `vllm/config/cache.py`
+(block size 16, gpu_memory_utilization 0.9) and `vllm/engine/arg_utils.py` (batch defaults). The error text
+is the one vLLM 0.15.2 printed in issue 34076. The pool is total x utilization - (weights + activation peak
++ non-torch), the three terms of v0.1x's "Actual usage is ... for weight, ... for peak activation, ... for
+non-torch memory, and ... for CUDAGraph memory" log; CUDA graphs are captured after the pool is allocated
+and sit outside it. Later versions profile CUDA graphs into the budget (the default since v0.21.0); this
+module does not follow them.
 
 Bytes are per GPU (one tensor-parallel shard). No I/O, no printing.
 """
