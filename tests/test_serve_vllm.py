@@ -182,7 +182,9 @@ def test_pool_too_small_gives_vllms_error_and_the_largest_length_that_starts():
 
 def test_utilization_above_free_memory_is_vllms_free_memory_error():
     plan = plan_vllm(resolve_model("qwen2.5-0.5b"), get_gpu("l4"), VllmSettings(gpu_memory_utilization=1.0))
-    assert not plan.fits and plan.startup_error.startswith("Free memory on device (")
+    assert not plan.fits and plan.startup_error.startswith("Free memory on device cuda:0 (")
+    assert plan.startup_error.endswith("on startup is less than desired GPU memory utilization (1.0, 22.03 GiB). "
+                                       "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
 
 
 def test_concurrent_requests_are_capped_by_max_num_seqs():

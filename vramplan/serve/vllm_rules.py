@@ -184,9 +184,9 @@ def requested_memory_bytes(total_memory_bytes: int, gpu_memory_utilization: floa
 
 def startup_free_memory_error(free_bytes: int, total_bytes: int, gpu_memory_utilization: float) -> str:
     """The ValueError when the device has less free memory at start than total x utilization
-    (vllm/v1/worker/gpu_worker.py init_device)."""
+    (vllm/v1/worker/gpu_worker.py init_device; the text as published logs of 0.11+ print it, rank 0's device)."""
     requested = requested_memory_bytes(total_bytes, gpu_memory_utilization)
-    return (f"Free memory on device ({format_gib(free_bytes)}/{format_gib(total_bytes)} GiB) on startup is less "
+    return (f"Free memory on device cuda:0 ({format_gib(free_bytes)}/{format_gib(total_bytes)} GiB) on startup is less "
             f"than desired GPU memory utilization ({gpu_memory_utilization}, {format_gib(requested)} GiB). "
             "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
 
