@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from vramplan.cli.main import main
 from vramplan.errors import InputError
@@ -314,3 +317,31 @@ def test_concurrency_curves_are_the_solver_answers():
             settings = VllmSettings(weight_format="awq-4bit", max_model_len=length)
             assert curves.requests[j][k] == max_concurrent_requests(model, gpu, settings)
     assert all(row[0] >= row[1] for row in curves.requests)
+
+
+# --- laws ----------------------------------------------------------------------------------------
+
+LAW_MODELS = ("llama-3.1-8b", "gemma-2-9b", "gemma-3-12b", "qwen2.5-7b", "mistral-7b")
+LAW_GPUS = ("l4", "t4", "rtx4090", "a100-40g")
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(st.sampled_from(LAW_MODELS), st.sampled_from(LAW_GPUS), st.sampled_from(("auto", "fp8")),
+       st.floats(0.3, 0.95), st.integers(1, 1 << 17))
+def test_vllm_starts_exactly_up_to_the_largest_max_model_len(name, gpu_key, kv_dtype, utilization, length):
+    model, gpu = resolve_model(name), get_gpu(gpu_key)
+    length = min(length, model.max_position_embeddings)
+    base = VllmSettings(weight_format="awq-4bit", kv_cache_dtype=kv_dtype, gpu_memory_utilization=utilization)
+    largest = max_context(model, gpu, base)
+    plan = plan_vllm(model, gpu, VllmSettings(**{**base.__dict__, "max_model_len": length}))
+    assert plan.fits == (length <= largest)
+
+
+@hypothesis_settings(max_examples=60, deadline=None)
+@given(st.sampled_from(LAW_MODELS), st.sampled_from(LAW_GPUS), st.integers(1, 1 << 16), st.integers(1, 1 << 16))
+def test_concurrency_never_rises_as_requests_grow(name, gpu_key, shorter, longer):
+    model, gpu = resolve_model(name), get_gpu(gpu_key)
+    shorter, longer = sorted((min(shorter, model.max_position_embeddings), min(longer, model.max_position_embeddings)))
+    base = VllmSettings(weight_format="awq-4bit", max_model_len=longer)
+    plan = plan_vllm(model, gpu, VllmSettings(**{**base.__dict__, "typical_len": shorter}))
+    assert plan.concurrency_at_typical >= plan.max_concurrency
