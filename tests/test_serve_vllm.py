@@ -112,7 +112,7 @@ def test_batch_defaults_follow_arg_utils():
 
 def test_published_rows_cite_a_github_url_date_and_version():
     for run in load_runs():
-        assert run["url"].startswith("https://github.com/vllm-project/vllm/")
+        assert run["url"].startswith("https://github.com/")
         assert run["date"][:2] == "20" and run["vllm_version"] and run["engine"] in ("V0", "V1")
 
 
@@ -121,7 +121,7 @@ def test_published_block_counts_concurrency_and_error_lines_are_reproduced():
     by_status = {}
     for check in checks:
         by_status.setdefault(check.status, []).append((check.run_id, check.what))
-    assert len(by_status["exact"]) == 6 and len(by_status["within rounding"]) == 3
+    assert len(by_status["exact"]) == 7 and len(by_status["within rounding"]) == 4
     # What does not match, and only that: end-to-end predictions (estimates) and the TP=4 row.
     assert sorted(by_status["differs"]) == [
         ("issue10517-llama3.1-8b-3090-20k", "blocks predicted from specs"),
