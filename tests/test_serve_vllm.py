@@ -190,6 +190,14 @@ def test_utilization_above_free_memory_is_vllms_free_memory_error():
                                        "Decrease GPU memory utilization or reduce GPU memory used by other processes.")
 
 
+def test_utilization_above_free_memory_is_advised_down_first():
+    model, gpu = resolve_model("qwen2.5-0.5b"), get_gpu("l4")
+    changes = advise(model, gpu, VllmSettings(gpu_memory_utilization=1.0), list_gpus())
+    assert changes[0].flags.startswith("--gpu-memory-utilization 0.9")
+    utilization = float(changes[0].flags.split()[-1])
+    assert plan_vllm(model, gpu, VllmSettings(gpu_memory_utilization=utilization)).fits
+
+
 def test_concurrent_requests_are_capped_by_max_num_seqs():
     model, gpu = resolve_model("qwen2.5-0.5b"), get_gpu("h100-sxm")
     settings = VllmSettings(max_model_len=1024, max_num_seqs=8)
@@ -201,9 +209,9 @@ def test_smallest_gpu_starts_and_every_smaller_profile_does_not():
     model = resolve_model("llama-3.1-8b")
     settings = VllmSettings(max_model_len=32768)
     best = smallest_gpu(model, list_gpus(), settings)
-    assert plan_vllm(model, best, settings).fits
+    assert plan_vllm(model, best, settings).fits and best.vendor in ("nvidia", "amd")
     for gpu in list_gpus():
-        if gpu.total_memory_bytes < best.total_memory_bytes:
+        if gpu.total_memory_bytes < best.total_memory_bytes and gpu.vendor in ("nvidia", "amd"):
             try:
                 assert not plan_vllm(model, gpu, settings).fits
             except InputError:

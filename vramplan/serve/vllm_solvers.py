@@ -29,9 +29,12 @@ def max_concurrent_requests(model, gpu, settings: VllmSettings, request_len: int
     return min(math.floor(concurrency), plan.max_num_seqs) if plan.fits else 0
 
 
+VLLM_VENDORS = ("nvidia", "amd")  # vLLM's CUDA and ROCm builds; Apple GPUs are not among its platforms
+
+
 def smallest_gpu(model, gpus, settings: VllmSettings):
-    """The GPU profile with the least memory on which vLLM starts, or None."""
-    for gpu in sorted(gpus, key=lambda g: g.total_memory_bytes):
+    """The NVIDIA or AMD GPU profile with the least memory on which vLLM starts, or None."""
+    for gpu in sorted((g for g in gpus if g.vendor in VLLM_VENDORS), key=lambda g: g.total_memory_bytes):
         try:
             if plan_vllm(model, gpu, settings).fits:
                 return gpu
@@ -56,12 +59,19 @@ def _try(model, gpu, settings: VllmSettings, name: str, flags: str, changed: Vll
 
 
 def advise(model, gpu, settings: VllmSettings, gpus=()) -> list[Change]:
-    """Changes that make vLLM start, cheapest first: an fp8 KV cache, a shorter max-model-len, fewer
-    sequences and batched tokens, tensor parallelism, a smaller quant type, a larger GPU."""
+    """Changes that make vLLM start, cheapest first: (when the share asked for exceeds the free memory) a
+    lower gpu-memory-utilization, an fp8 KV cache, a shorter max-model-len, fewer sequences and batched
+    tokens, tensor parallelism, a smaller quant type, a larger GPU."""
     plan = plan_vllm(model, gpu, settings)
     if plan.fits:
         return []
     found: list[Change | None] = []
+    if plan.requested_bytes > plan.total_memory_bytes - plan.cuda_context_bytes:
+        # the CUDA context holds part of the GPU before vLLM asks for its share: ask for what is free
+        utilization = math.floor((plan.total_memory_bytes - plan.cuda_context_bytes) / plan.total_memory_bytes * 100) / 100
+        found.append(_try(model, gpu, settings, "a gpu-memory-utilization the free memory allows",
+                          f"--gpu-memory-utilization {utilization:g}",
+                          replace(settings, gpu_memory_utilization=utilization)))
     if plan.kv_cache_dtype != "fp8":
         found.append(_try(model, gpu, settings, "fp8 KV cache (half the bytes per token)", "--kv-cache-dtype fp8",
                           replace(settings, kv_cache_dtype="fp8")))
