@@ -13,7 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from vramplan.cli.format import table
+from vramplan.present import table
 
 GIB = 2**30
 

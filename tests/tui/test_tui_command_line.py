@@ -6,7 +6,8 @@ import shlex
 import pytest
 
 from vramplan.cli.main import build_parser
-from vramplan.cli.run_flags import command_line, run_config_from_args
+from vramplan.cli.run_flags import run_config_from_args
+from vramplan.present import command_line
 from vramplan.estimate import make_run
 
 RUNS = [

@@ -11,7 +11,7 @@ import typing
 
 from vramplan import solvers
 from vramplan.cli.fit import breakdown_json
-from vramplan.cli.run_flags import command_line
+from vramplan.present import command_line
 from vramplan.emit_hf import hf_snippet
 from vramplan.errors import InputError
 from vramplan.estimate import make_run, plan

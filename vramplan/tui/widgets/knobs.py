@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from vramplan.catalog import list_models
-from vramplan.cli.format import gib
+from vramplan.present import gib
 from vramplan.errors import InputError
 from vramplan.gpus import list_gpus
 from vramplan.specs import RunConfig
