@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vramplan.components import label
-from vramplan.present import command_line, describe_run, gib
 from vramplan.plots.output import output_path, write_bytes
+from vramplan.present import command_line, describe_run, gib
 
 REPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 SEQ_SWEEP_POINTS = 40

@@ -7,8 +7,8 @@ import pytest
 
 from vramplan.cli.main import build_parser
 from vramplan.cli.run_flags import run_config_from_args
-from vramplan.present import command_line
 from vramplan.estimate import make_run
+from vramplan.present import command_line
 
 RUNS = [
     {},
