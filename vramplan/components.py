@@ -29,6 +29,7 @@ class Component:
     tui_colour: str
     allocated: bool = True
     at_load: bool = False  # allocated once the model is built and prepared, before the first step
+    base_weights: bool = False  # holds the frozen base model's own weights (not adapters, not training state)
     breakdown_field: str = ""  # not allocated: the Breakdown field that holds its bytes
 
     @property
@@ -38,9 +39,9 @@ class Component:
 
 
 _REGISTRY: list[Component] = [
-    Component("quantized_weights", "quantized weights (packed codes)", "#0072B2", "", "dodger_blue1", at_load=True),
-    Component("quant_state", "quantization state (absmax, maps)", "#56B4E9", "....", "deep_sky_blue4", at_load=True),
-    Component("float_weights", "float weights (embeddings, norms, ...)", "#009E73", "//", "steel_blue1", at_load=True),
+    Component("quantized_weights", "quantized weights (packed codes)", "#0072B2", "", "dodger_blue1", at_load=True, base_weights=True),
+    Component("quant_state", "quantization state (absmax, maps)", "#56B4E9", "....", "deep_sky_blue4", at_load=True, base_weights=True),
+    Component("float_weights", "float weights (embeddings, norms, ...)", "#009E73", "//", "steel_blue1", at_load=True, base_weights=True),
     Component("lora_adapters", "LoRA adapters", "#F0E442", "oo", "green3", at_load=True),
     Component("gradients", "gradients", "#E69F00", "--", "chartreuse3"),
     Component("optimizer_state", "optimizer state", "#CC79A7", "xx", "gold1"),
@@ -64,6 +65,11 @@ def all_components() -> tuple[Component, ...]:
 def allocated_names() -> tuple[str, ...]:
     """Names of the components inside `torch.cuda.max_memory_allocated()`, in order."""
     return tuple(entry.name for entry in _REGISTRY if entry.allocated)
+
+
+def base_weight_names() -> tuple[str, ...]:
+    """Names of the components that hold the base model's weights in their storage format."""
+    return tuple(entry.name for entry in _REGISTRY if entry.base_weights)
 
 
 def component(name: str) -> Component | None:
