@@ -21,12 +21,12 @@ from hypothesis import Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from vramplan.catalog import get_model, list_models
+from vramplan.components import allocated_names
 from vramplan.estimate import make_run, plan
 from vramplan.gpus import get_gpu, list_gpus
 from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.memory.lora import targeted_linears
 from vramplan.memory.optimizer import MIN_8BIT_SIZE, MIN_PAGED_SIZE
-from vramplan.components import allocated_names
 from vramplan.memory.plan import peak_allocated_bytes, phase_components, trainable_groups
 
 MODELS = list_models()
