@@ -10,6 +10,7 @@ the reason already says is not repeated (`plan` drops it).
 """
 from __future__ import annotations
 
+from vramplan.components import base_weight_names
 from vramplan.memory import parameters, weights
 from vramplan.memory.dtypes import BNB_FORMATS, DTYPE_BYTES
 
@@ -33,7 +34,7 @@ def fused_experts_note(model, dtypes) -> str:
 
 
 def _weight_bytes(components: dict) -> int:
-    return sum(components.get(name, 0) for name in ("quantized_weights", "quant_state", "float_weights"))
+    return sum(components.get(name, 0) for name in base_weight_names())
 
 
 def fused_experts_reason(model, dtypes, components: dict, required: int, capacity: int) -> str:

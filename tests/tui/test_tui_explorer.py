@@ -10,9 +10,9 @@ from vramplan import solvers
 from vramplan.advice import advise
 from vramplan.cli.main import main
 from vramplan.emit_hf import hf_snippet
-from vramplan.cli.run_flags import command_line
 from vramplan.estimate import make_run, plan
 from vramplan.gpus import get_gpu
+from vramplan.present import command_line
 from vramplan.resolve import resolve_model
 from vramplan.tui.app import ExplorerApp
 from vramplan.tui.screens import HelpScreen, TextScreen

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from vramplan.cli.format import COMPONENT_LABELS, describe_run, gib
+from vramplan.components import label
+from vramplan.present import describe_run, gib
 
 HELP = "explain each component of the plan: its formula and the numbers plugged in"
 EPILOG = """examples:
@@ -40,14 +41,14 @@ def explain_components(gpu, run, breakdown) -> list[dict]:
     rows = []
     for name, value in breakdown.components().items():
         if value:
-            rows.append({"component": name, "label": COMPONENT_LABELS[name], "bytes": value,
+            rows.append({"component": name, "label": label(name), "bytes": value,
                          "terms": [item for item in terms.get(name, ()) if item["bytes"]]})
     return rows
 
 
 def render_term(item: dict) -> str:
     """`name: formula = 2 x 4,096 x 2 B = 16,384 B`, the factors as the plan multiplied them."""
-    product = " x ".join(f"{_number(value)} {label}" for label, value in item["factors"])
+    product = " x ".join(f"{_number(value)} {unit}" for unit, value in item["factors"])
     rounding = {"512 B blocks": " (each tensor rounded up to 512 B)", "floor": " (rounded down)"}.get(item["rounding"], "")
     return f"{item['name']}: {item['formula']}\n        = {product}{rounding} = {item['bytes']:,} B"
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from vramplan.cli.format import COMPONENT_LABELS, describe_run, gib, table
+from vramplan.components import label
+from vramplan.present import describe_run, gib, table
 
 HELP = "will this run fit? verdict, peak, headroom and a per-component table"
 EPILOG = """examples:
@@ -103,7 +104,7 @@ def render(breakdown) -> str:
         f"during {breakdown.peak_phase.replace('_', ' ')}",
         "",
     ]
-    rows = [[COMPONENT_LABELS[name], gib(value)] for name, value in breakdown.components().items() if value]
+    rows = [[label(name), gib(value)] for name, value in breakdown.components().items() if value]
     rows.append(["total needed", gib(breakdown.required_bytes)])
     lines.append(table(["component at the peak", "GiB"], rows))
     if breakdown.warnings or breakdown.notes:

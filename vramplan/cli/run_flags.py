@@ -6,6 +6,7 @@ import types
 import typing
 
 from vramplan.errors import InputError
+from vramplan.present import SHORT_FLAGS, flag_name
 from vramplan.specs.run import RunConfig
 from vramplan.text import parse_float, parse_int
 
@@ -30,20 +31,6 @@ def bounded_int(flag: str, smallest: int, largest: int):
         return value
     parse.__name__ = "integer"
     return _typed(parse, flag)
-
-# Short, friendly flag names for the knobs people turn most; every field also has its own.
-SHORT_FLAGS = {
-    "micro_batch_size": ("--batch", "-b"),
-    "seq_len": ("--seq", "-s"),
-    "lora_rank": ("--rank", "-r"),
-    "lora_targets": ("--targets",),
-    "grad_accum_steps": ("--accum",),
-    "weight_format": ("--format",),
-}
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
 
 
 def _choices(annotation):
@@ -101,20 +88,3 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         if field in RunConfig.model_fields:
             raise InputError(flag_name(field), exc.message) from None
         raise
-
-
-def command_line(model_text: str, gpu_text: str, run: RunConfig) -> str:
-    """The `vramplan fit ...` line that plans `run`: flags only for fields off their default."""
-    import shlex
-
-    words = ["vramplan", "fit", "--model", model_text, "--gpu", gpu_text]
-    for name, field in RunConfig.model_fields.items():
-        value = getattr(run, name)
-        if value == field.default:
-            continue
-        flag = SHORT_FLAGS.get(name, (flag_name(name),))[0]
-        if isinstance(value, bool):
-            words.append(flag if value else "--no-" + flag[2:])
-        else:
-            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
-    return shlex.join(words)

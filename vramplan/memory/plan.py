@@ -24,12 +24,6 @@ from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes, resolve_dtypes
 from vramplan.memory.terms import ALLOCATION, largest, term, total
 from vramplan.memory.xp import _is_array, maximum
 
-ALLOCATED_COMPONENTS = (
-    "quantized_weights", "quant_state", "float_weights", "lora_adapters", "gradients",
-    "optimizer_state", "optimizer_step_temp", "activations", "logits_loss", "kv_cache",
-    "cublas_workspace",
-)
-
 
 @dataclass(frozen=True)
 class StaticBytes:

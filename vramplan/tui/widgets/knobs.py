@@ -14,9 +14,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from vramplan.catalog import list_models
-from vramplan.cli.format import gib
 from vramplan.errors import InputError
 from vramplan.gpus import list_gpus
+from vramplan.present import gib
 from vramplan.specs import RunConfig
 from vramplan.tui.state import AUTO, WhatIf, field_type
 from vramplan.tui.widgets.keys import KeysInOrder

@@ -1,22 +1,22 @@
-"""Plain-text formatting shared by the commands: sizes in GiB, aligned tables."""
+"""How every shell writes a plan: sizes in GiB, aligned tables, the run in one line, the flags that
+reproduce it. The CLI, the TUI, the plots, the report and the validation harness all import this;
+none of it imports argparse, Textual or matplotlib."""
 from __future__ import annotations
+
+import shlex
+
+from vramplan.specs.run import RunConfig
 
 GIB = 2**30
 
-COMPONENT_LABELS = {
-    "quantized_weights": "quantized weights (packed codes)",
-    "quant_state": "quantization state (absmax, maps)",
-    "float_weights": "float weights (embeddings, norms, ...)",
-    "lora_adapters": "LoRA adapters",
-    "gradients": "gradients",
-    "optimizer_state": "optimizer state",
-    "optimizer_step_temp": "optimizer step temporaries",
-    "activations": "activations",
-    "logits_loss": "logits + loss",
-    "kv_cache": "KV cache",
-    "cublas_workspace": "cuBLAS workspace",
-    "allocator_reserve": "allocator reserve (reserved - allocated)",
-    "cuda_context": "CUDA context (outside PyTorch)",
+# Short, friendly flag names for the knobs people turn most; every RunConfig field also has its own.
+SHORT_FLAGS = {
+    "micro_batch_size": ("--batch", "-b"),
+    "seq_len": ("--seq", "-s"),
+    "lora_rank": ("--rank", "-r"),
+    "lora_targets": ("--targets",),
+    "grad_accum_steps": ("--accum",),
+    "weight_format": ("--format",),
 }
 
 
@@ -57,3 +57,23 @@ def describe_run(plan) -> str:
     else:
         parts.append(f"+{run.max_new_tokens} new tokens")
     return ", ".join(parts)
+
+
+def flag_name(field: str) -> str:
+    """The long flag of a RunConfig field: `lora_rank` -> `--lora-rank`."""
+    return "--" + field.replace("_", "-")
+
+
+def command_line(model_text: str, gpu_text: str, run: RunConfig) -> str:
+    """The `vramplan fit ...` line that plans `run`: flags only for fields off their default."""
+    words = ["vramplan", "fit", "--model", model_text, "--gpu", gpu_text]
+    for name, field in RunConfig.model_fields.items():
+        value = getattr(run, name)
+        if value == field.default:
+            continue
+        flag = SHORT_FLAGS.get(name, (flag_name(name),))[0]
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        else:
+            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+    return shlex.join(words)
