@@ -1,6 +1,6 @@
 """Published vLLM start-up logs against vramplan's vLLM rules: the README's "vLLM block counts" table.
 
-Reads validation/published/vllm_startup.toml and prints one Markdown row per check (printed value, what the
+Reads validation/published/serving/vllm_startup.toml and prints one Markdown row per check (printed value, what the
 rules reproduce, exact / within rounding / differs, and why), then the counts.
 
     python benchmarks/vllm_block_counts.py

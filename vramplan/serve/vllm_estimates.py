@@ -1,6 +1,6 @@
 """What vLLM measures at start-up and vramplan can only estimate: the profiled activation peak, the
 non-torch increase and the CUDA-graph pool. Each is our formula, checked against published start-up
-logs (validation/published/vllm_startup.toml), not a vLLM rule.
+logs (validation/published/serving/vllm_startup.toml), not a vLLM rule.
 """
 from __future__ import annotations
 

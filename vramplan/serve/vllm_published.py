@@ -1,4 +1,4 @@
-"""Published vLLM start-up logs (validation/published/vllm_startup.toml) against the vLLM rules.
+"""Published vLLM start-up logs (validation/published/serving/vllm_startup.toml) against the vLLM rules.
 
 Each printed number is reproduced from the others with `vllm_rules` and the model's attention geometry:
 blocks from the printed available memory (which vLLM rounds to 0.01 GiB, so a block count is "within
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vramplan.serve import vllm_rules as rules
 
-PUBLISHED_FILE = Path(__file__).resolve().parents[2] / "validation" / "published" / "vllm_startup.toml"
+PUBLISHED_FILE = Path(__file__).resolve().parents[2] / "validation" / "published" / "serving" / "vllm_startup.toml"
 HALF_CENT_GIB = 0.005 * rules.GIB  # vLLM prints GiB with 2 decimals
 
 

@@ -1,7 +1,7 @@
 """The vLLM plan as text: the memory table, the lines vLLM itself would log, and the start-up error."""
 from __future__ import annotations
 
-from vramplan.cli.format import gib, table
+from vramplan.present import gib, table
 
 
 def _quantization(plan) -> str:
