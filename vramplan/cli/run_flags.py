@@ -6,7 +6,7 @@ import types
 import typing
 
 from vramplan.errors import InputError
-from vramplan.specs.run import RunConfig
+from vramplan.specs.run import RunConfig, field_choices
 from vramplan.text import parse_float, parse_int
 
 
@@ -46,13 +46,6 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def _choices(annotation):
-    args = typing.get_args(annotation)
-    literal = [a for a in args if typing.get_origin(a) is typing.Literal] or (
-        [annotation] if typing.get_origin(annotation) is typing.Literal else [])
-    return list(typing.get_args(literal[0])) if literal else None
-
-
 def _non_none(annotation):
     """`int` for `int | None` and `Optional[int]`; the annotation itself otherwise."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -73,7 +66,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         if field.annotation is bool:
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
-        choices = _choices(field.annotation)
+        choices = list(field_choices(name) or ())
         base = _non_none(field.annotation)
         if choices:
             group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")
