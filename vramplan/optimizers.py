@@ -9,7 +9,7 @@ and how `advise` offers it. The memory formulas that read these fields live in
 `--emit hf`, the simulator and the harness all read this table. Adding an optimizer is one
 `register(OptimizerEntry(...))` here (plus a simulator class if it cannot run on fake tensors).
 
-Sources (pinned): torch 2.9 torch/optim/adamw.py, sgd.py; bitsandbytes 0.48
+Sources (pinned): torch 2.13 torch/optim/adamw.py, sgd.py; bitsandbytes 0.50
 bitsandbytes/optim/optimizer.py (`Optimizer8bit.init_state`, `get_state_buffer`:
 `min_8bit_size=4096`, paged buffers for tensors of at least 1e5 elements, blockwise absmax per
 256 elements, two 256-entry fp32 quantization maps); transformers 5.24
@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-# bitsandbytes/optim/optimizer.py (0.48): `min_8bit_size` default of Optimizer8bit and its subclasses,
+# bitsandbytes/optim/optimizer.py (0.50): `min_8bit_size` default of Optimizer8bit and its subclasses,
 # and the element count from which `get_state_buffer` allocates paged (cudaMallocManaged) buffers.
 BNB_MIN_8BIT_SIZE = 4096
 BNB_MIN_PAGED_SIZE = 100_000
@@ -79,8 +79,8 @@ class OptimizerEntry:
             raise ValueError(f"optimizer {self.name}: simulated_by must be one of {SIMULATED_BY}")
 
 
-_TORCH = "torch 2.9 torch/optim/adamw.py, sgd.py"
-_BNB = "bitsandbytes 0.48 bitsandbytes/optim/optimizer.py (init_state, get_state_buffer)"
+_TORCH = "torch 2.13 torch/optim/adamw.py, sgd.py"
+_BNB = "bitsandbytes 0.50 bitsandbytes/optim/optimizer.py (init_state, get_state_buffer)"
 _BNB_8BIT = dict(eight_bit=True, min_8bit_size=BNB_MIN_8BIT_SIZE)
 _BNB_PAGED = dict(paged=True, min_paged_size=BNB_MIN_PAGED_SIZE)
 
