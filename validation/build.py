@@ -16,6 +16,7 @@ from torch import nn
 
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.optimizers import get_optimizer, optimizer_class
 from vramplan.simulate.hf_build import TORCH_DTYPES, add_lora, lora_target_names, parameter_dtype
 from vramplan.simulate.hf_build import hf_config as shared_hf_config
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
@@ -188,27 +189,10 @@ def _attach_lora(model: nn.Module, run: RunConfig, dtypes, lora_names: tuple[str
 
 
 def make_optimizer(name: str, params):
-    """The optimizer a RunConfig names (torch AdamW foreach is torch's default on CUDA)."""
-    lr = 1e-4
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, foreach=True)
-    if name == "adamw_fused":
-        return torch.optim.AdamW(params, lr=lr, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if name == "sgd_momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    if name == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    import bitsandbytes as bnb  # the caller checked that it imports
-
-    return {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw": bnb.optim.PagedAdamW,
-            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name](params, lr=lr)
-
-
-BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit"})
+    """The optimizer a RunConfig names: its registry entry's library class and keyword arguments
+    (bitsandbytes' classes need the caller to have checked that bitsandbytes imports)."""
+    entry = get_optimizer(name)
+    return optimizer_class(entry)(params, lr=1e-4, **dict(entry.class_kwargs))
 
 
 def bitsandbytes_missing() -> str:

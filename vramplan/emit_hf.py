@@ -2,7 +2,8 @@
 
 The snippet has two parts: the configs (BitsAndBytesConfig, LoraConfig, TrainingArguments),
 which build offline, and then the model load, which downloads weights. Names follow
-transformers' `TrainingArguments.optim` values (transformers/training_args.py, OptimizerNames).
+transformers' `TrainingArguments.optim` values (transformers/training_args.py, OptimizerNames),
+as each optimizer's registry entry (`vramplan.optimizers`) gives them.
 
 It targets transformers 5.24 and peft 0.21: transformers 5 renamed `gradient_checkpointing*`
 to `activation_checkpointing*` (training_args.py `__post_init__`: the old names are
@@ -15,20 +16,11 @@ from __future__ import annotations
 import json
 
 from vramplan.memory.activations import effective_attention
+from vramplan.optimizers import get_optimizer
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 
 TARGET_VERSIONS = "transformers 5.24, peft 0.21"
 
-HF_OPTIMIZERS = {
-    "adamw": "adamw_torch",
-    "adamw_fused": "adamw_torch_fused",
-    "adamw_8bit": "adamw_bnb_8bit",
-    "paged_adamw": "paged_adamw_32bit",
-    "paged_adamw_8bit": "paged_adamw_8bit",
-    "sgd": "sgd",
-    "sgd_momentum": "sgd",
-    "adafactor": "adafactor",
-}
 TORCH_DTYPES = {"bf16": "torch.bfloat16", "fp16": "torch.float16", "fp32": "torch.float32"}
 LOAD_MARKER = "# --- load the model (downloads the weights) ---"
 BNB_FORMATS = ("nf4", "fp4", "int8")
@@ -127,9 +119,10 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
         ]
         if run.gradient_checkpointing:
             lines.append('    activation_checkpointing_kwargs={"use_reentrant": False},  # as planned')
-        lines.append(f'    optim="{HF_OPTIMIZERS[run.optimizer]}",')
-        if run.optimizer == "sgd_momentum":
-            lines.append('    optim_args="momentum=0.9",')
+        optimizer = get_optimizer(run.optimizer)
+        lines.append(f'    optim="{optimizer.hf_optim}",')
+        if optimizer.hf_optim_args:
+            lines.append(f'    optim_args="{optimizer.hf_optim_args}",')
         lines += [f"    bf16={mixed == 'bf16'},", f"    fp16={mixed == 'fp16'},"]
         if run.loss_impl == "chunked":
             lines += [
@@ -170,4 +163,4 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["HF_OPTIMIZERS", "LOAD_MARKER", "TARGET_VERSIONS", "checkpoint_id", "hf_snippet"]
+__all__ = ["LOAD_MARKER", "TARGET_VERSIONS", "checkpoint_id", "hf_snippet"]

@@ -10,6 +10,7 @@ from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_terms, phase_totals
 from vramplan.memory.terms import as_dict, total
+from vramplan.optimizers import get_optimizer
 from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.cluster import ClusterPlan
@@ -84,7 +85,6 @@ def plan_ranks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: 
 
 
 LOW_HEADROOM_FRACTION = 0.05
-BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit"})
 
 
 def blocked_by(gpu, run, dtypes) -> str:
@@ -95,7 +95,7 @@ def blocked_by(gpu, run, dtypes) -> str:
     uses = []
     if dtypes.weight_format in BNB_FORMATS:
         uses.append(f"{dtypes.weight_format} weights")
-    if run.trains and run.optimizer in BNB_OPTIMIZERS:
+    if run.trains and get_optimizer(run.optimizer).uses_bitsandbytes:
         uses.append(f"the {run.optimizer} optimizer")
     if not uses:
         return ""

@@ -7,7 +7,7 @@ import typing
 
 from vramplan.errors import InputError
 from vramplan.present import SHORT_FLAGS, flag_name
-from vramplan.specs.run import RunConfig
+from vramplan.specs.run import RunConfig, field_choices
 from vramplan.text import parse_float, parse_int
 
 
@@ -33,13 +33,6 @@ def bounded_int(flag: str, smallest: int, largest: int):
     return _typed(parse, flag)
 
 
-def _choices(annotation):
-    args = typing.get_args(annotation)
-    literal = [a for a in args if typing.get_origin(a) is typing.Literal] or (
-        [annotation] if typing.get_origin(annotation) is typing.Literal else [])
-    return list(typing.get_args(literal[0])) if literal else None
-
-
 def _non_none(annotation):
     """`int` for `int | None` and `Optional[int]`; the annotation itself otherwise."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -60,7 +53,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         if field.annotation is bool:
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
-        choices = _choices(field.annotation)
+        choices = list(field_choices(name) or ())
         base = _non_none(field.annotation)
         if choices:
             group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")

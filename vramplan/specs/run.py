@@ -6,10 +6,13 @@ GPU has it (fp16 on T4/V100: `resolved_compute_dtype` decides once the GPU is kn
 """
 from __future__ import annotations
 
-from typing import Literal
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from vramplan.optimizers import optimizer_names
 from vramplan.specs.bounds import RUN_BOUNDS, bound_validators
 
 Method = Literal["qlora", "lora", "full", "inference"]
@@ -19,10 +22,24 @@ WeightFormat = Literal[
     "gguf-q4_0", "gguf-q4_k_m", "gguf-q5_k_m", "gguf-q6_k", "gguf-q8_0",
 ]
 FloatDtype = Literal["bf16", "fp16", "fp32"]
-Optimizer = Literal[
-    "adamw", "adamw_fused", "adamw_8bit", "paged_adamw", "paged_adamw_8bit",
-    "sgd", "sgd_momentum", "adafactor",
-]
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """Field metadata: the allowed values are a registry's names, read each time they are asked for
+    (the validator, `--help` choices, the TUI's select), so an entry registered later is allowed."""
+
+    names: Callable[[], tuple[str, ...]]
+
+    def __call__(self, value: str) -> str:
+        allowed = self.names()
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}")
+        return value
+
+
+_OPTIMIZERS = OneOf(optimizer_names)
+Optimizer = Annotated[str, _OPTIMIZERS, AfterValidator(_OPTIMIZERS)]  # vramplan/optimizers.py's entries
 Attention = Literal["sdpa", "flash_attention_2", "eager"]
 LossImpl = Literal["standard", "chunked"]
 FullPrecision = Literal["mixed", "pure"]
@@ -116,3 +133,17 @@ class RunConfig(BaseModel):
         if self.method == "full" and self.full_precision == "mixed":
             return "fp32"
         return compute_dtype
+
+
+def field_choices(name: str) -> tuple[str, ...] | None:
+    """The values RunConfig field `name` allows when they are a closed set (a Literal, or a registry's
+    names), else None; `| None` is not among them."""
+    field = RunConfig.model_fields[name]
+    for meta in field.metadata:
+        if isinstance(meta, OneOf):
+            return meta.names()
+    annotation = field.annotation
+    literals = [arg for arg in (typing.get_args(annotation) or ()) if typing.get_origin(arg) is Literal]
+    if typing.get_origin(annotation) is Literal:
+        literals = [annotation]
+    return tuple(typing.get_args(literals[0])) if literals else None

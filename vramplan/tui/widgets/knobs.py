@@ -1,12 +1,10 @@
 """The left panel: one input per knob, each with an inline error line under it.
 
-Widgets are made from RunConfig's field types (bool: checkbox, Literal: select, numbers
+Widgets are made from RunConfig's field types (bool: checkbox, a closed set of values: select, numbers
 and names: text input), so a new RunConfig field shows up here without code. The panel
 only shows values and errors; the screen turns its change events into library calls.
 """
 from __future__ import annotations
-
-import typing
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,6 +16,7 @@ from vramplan.errors import InputError
 from vramplan.gpus import list_gpus
 from vramplan.present import gib
 from vramplan.specs import RunConfig
+from vramplan.specs.run import field_choices
 from vramplan.tui.state import AUTO, WhatIf, field_type
 from vramplan.tui.widgets.keys import KeysInOrder
 
@@ -106,9 +105,9 @@ def _field_widget(name: str, value):
     common = dict(id=knob_id(name), tooltip=tooltip, compact=True)
     if base is bool:
         return KnobCheckbox(label(name), value=value, **common)
-    if typing.get_origin(base) is typing.Literal:
+    if choices := field_choices(name):
         options = [(AUTO, AUTO)] if optional else []
-        options += [(choice, choice) for choice in typing.get_args(base)]
+        options += [(choice, choice) for choice in choices]
         return KnobSelect(options, value=value, allow_blank=False, **common)
     if base is int:
         return NumberInput(value, doubling=name in DOUBLING, **common)
@@ -143,7 +142,7 @@ def knob_values(state: WhatIf) -> dict[str, object]:
         elif isinstance(value, tuple):
             values[name] = ",".join(value)
         elif value is None:
-            values[name] = AUTO if typing.get_origin(field_type(name)[0]) is typing.Literal else ""
+            values[name] = AUTO if field_choices(name) else ""
         else:
             values[name] = str(value)
     return values
