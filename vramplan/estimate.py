@@ -13,6 +13,7 @@ from vramplan.memory.terms import as_dict, total
 from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
+from vramplan.stack.notes import stack_data, stack_notes
 
 
 def make_run(**fields) -> RunConfig:
@@ -71,6 +72,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         reason=reason,
         warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
         notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
+        stack=stack_data(run, dtypes.stack),
     )
 
 
@@ -141,6 +143,7 @@ def _notes(model, gpu, run, dtypes, required, paged, capacity):
         yield from _moe_notes(model, run, dtypes)
     if gpu.unified_memory:
         yield f"{gpu.name} shares memory with the CPU; capacity is the GPU working-set limit"
+    yield from stack_notes(run, dtypes)
 
 
 def _moe_notes(model, run, dtypes):
