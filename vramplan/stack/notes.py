@@ -9,7 +9,7 @@ _SHOWN = ("transformers", "peft", "bitsandbytes", "torch", "trl", "unsloth")
 
 def stack_data(run, behaviour: StackBehaviour) -> dict:
     """The plan's `stack` object: versions and their source, the recipe, and what the rules decided."""
-    data = dict(behaviour.stack or {})
+    data = dict(behaviour.stack)
     data.update(recipe=run.recipe or "", loss_upcast=behaviour.loss_upcast,
                 checkpointing="reentrant" if behaviour.checkpoint_reentrant else "non-reentrant",
                 bnb_4bit_keeps_inputs=behaviour.bnb_4bit_keeps_inputs, load_dtype=behaviour.load_dtype or "compute")

@@ -42,14 +42,6 @@ class Stack:
     def as_dict(self) -> dict[str, str]:
         return {"source": self.source, **{name: str(version) for name, version in self.versions}}
 
-    def describe(self) -> str:
-        """One line: 'transformers 5.24, peft 0.21, bitsandbytes 0.50, torch 2.13 (current releases)'."""
-        shown = ", ".join(f"{name} {version}" for name, version in self.versions if name in _SHOWN)
-        return f"{shown} ({self.source})"
-
-
-_SHOWN = ("transformers", "peft", "bitsandbytes", "torch")
-
 
 def _with_current(given: dict[str, Version], source: str) -> Stack:
     versions = [(name, given.get(name, Version.parse(release))) for name, release in CURRENT_RELEASES.items()]

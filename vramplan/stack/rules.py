@@ -8,6 +8,7 @@ vramplan/memory/bnb_autograd.py, vramplan/memory/activations.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from vramplan.stack.profile import Stack
 
@@ -79,7 +80,7 @@ class StackBehaviour:
     bnb_4bit_keeps_inputs: bool = False
     checkpoint_reentrant: bool = False
     load_dtype: str = ""  # "" = the compute dtype
-    stack: dict | None = None  # Stack.as_dict(), for the plan's output
+    stack: tuple = ()  # Stack.as_dict() items, for the plan's output (a tuple: RunDtypes stays hashable)
 
 
 CURRENT_BEHAVIOUR = StackBehaviour()
@@ -87,12 +88,16 @@ CURRENT_BEHAVIOUR = StackBehaviour()
 
 def stack_behaviour(stack: Stack, run) -> StackBehaviour:
     """The behaviour of `run` under `stack`; RunConfig.checkpointing_variant overrides the library default."""
-    variant = getattr(run, "checkpointing_variant", "auto")
+    return _behaviour(stack, getattr(run, "checkpointing_variant", "auto"))
+
+
+@lru_cache(maxsize=64)  # solvers plan one run many times
+def _behaviour(stack: Stack, variant: str) -> StackBehaviour:
     reentrant = default_checkpoint_reentrant(stack["transformers"]) if variant == "auto" else variant == "reentrant"
     return StackBehaviour(
         loss_upcast=causal_lm_loss_upcast(stack["transformers"]),
         bnb_4bit_keeps_inputs=bnb_4bit_keeps_matmul_inputs(stack["bitsandbytes"]),
         checkpoint_reentrant=reentrant,
         load_dtype=bnb_load_dtype(stack["transformers"]),
-        stack=stack.as_dict(),
+        stack=tuple(stack.as_dict().items()),
     )
