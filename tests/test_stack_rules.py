@@ -136,3 +136,11 @@ def test_the_current_stack_plans_exactly_as_the_default():
         pinned = estimate("llama-3.1-8b", "a10g", stack="current", **fields)
         default = estimate("llama-3.1-8b", "a10g", **fields)
         assert pinned.phase_peaks == default.phase_peaks and pinned.terms == default.terms
+
+
+def test_the_versions_ci_installs_plan_exactly_as_the_current_releases():
+    installed = "transformers=5.24.0,peft=0.21.2,bitsandbytes=0.50.2,torch=2.13.0"
+    for fields in ({}, {"weight_format": "int8"}, {"method": "full"}):
+        ci = estimate("llama-3.1-8b", "a10g", stack=installed, **fields)
+        current = estimate("llama-3.1-8b", "a10g", stack="current", **fields)
+        assert ci.phase_peaks == current.phase_peaks and ci.terms == current.terms

@@ -117,22 +117,16 @@ def held_input_terms(model, run, dtypes: RunDtypes, batch, seq) -> dict[str, lis
 
 
 def int8_backward_weight_copy_terms(model, dtypes: RunDtypes) -> list:
-    """The int8 backward's weight copy as a term; added on top of the layer's largest backward moment,
-    an upper bound when that moment is not a linear's input-gradient matmul."""
-    nbytes = int8_backward_weight_copy_bytes(model, dtypes)
-    if not nbytes:
-        return []
-    return [term("int8 backward weight copy (CB.to(dtype_A))", "largest linear out x in x input bytes",
-                 (("B", nbytes),), "bitsandbytes/autograd/_functions.py (MatMul8bitLt.backward)")]
-
-
-def int8_backward_weight_copy_bytes(model, dtypes: RunDtypes) -> int:
-    """`MatMul8bitLt.backward`'s dequantized weight, `state.CB.to(ctx.dtype_A, copy=True)`: the largest
-    decoder linear (out x in) in its input's dtype (bitsandbytes/autograd/_functions.py, 0.50.2)."""
+    """`MatMul8bitLt.backward`'s dequantized weight, `state.CB.to(ctx.dtype_A, copy=True)`: the whole weight
+    of the largest decoder linear in its input's dtype (bitsandbytes/autograd/_functions.py, 0.50.2). Added on
+    top of the layer's largest backward moment: an upper bound when that moment is not a linear's backward."""
     if dtypes.weight_format != "int8":
-        return 0
+        return []
     c = DTYPE_BYTES[dtypes.compute]
     norm_out = max(DTYPE_BYTES[dtypes.residual], DTYPE_BYTES[dtypes.float_weights])
-    input_bytes = {"o_proj": c}
-    return max(lin.in_features * lin.out_features * input_bytes.get(lin.name, norm_out)
-               for lin in model.layer_linears(dtypes.moe_experts))
+    out_features, in_features, input_bytes = max(
+        ((lin.out_features, lin.in_features, c if lin.name == "o_proj" else norm_out)
+         for lin in model.layer_linears(dtypes.moe_experts)), key=lambda shape: shape[0] * shape[1] * shape[2])
+    return [term("int8 backward weight copy (CB.to(dtype_A))", "out x in x input bytes of the largest linear",
+                 (("out", out_features), ("in", in_features), ("B (input dtype)", input_bytes)),
+                 "bitsandbytes/autograd/_functions.py (MatMul8bitLt.backward)")]
