@@ -157,6 +157,8 @@ def _prepare_qlora(model: nn.Module, run: RunConfig) -> nn.Module:
     from vramplan.torch_nf4.inject import prepare_for_kbit_training
 
     checkpointing = {"use_reentrant": False}
+    if run.kbit_prep == "norms":
+        raise ValueError("validation builds full or no k-bit preparation; norms-only is planned, not measured")
     if run.kbit_prep:
         prepare_for_kbit_training(model, use_gradient_checkpointing=run.gradient_checkpointing,
                                   gradient_checkpointing_kwargs=checkpointing)

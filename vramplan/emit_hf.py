@@ -118,7 +118,8 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
             f"    activation_checkpointing={run.gradient_checkpointing},  # transformers 4.x: gradient_checkpointing",
         ]
         if run.gradient_checkpointing:
-            lines.append('    activation_checkpointing_kwargs={"use_reentrant": False},  # as planned')
+            reentrant = breakdown.stack.get("checkpointing") == "reentrant"
+            lines.append(f'    activation_checkpointing_kwargs={{"use_reentrant": {reentrant}}},  # as planned')
         optimizer = get_optimizer(run.optimizer)
         lines.append(f'    optim="{optimizer.hf_optim}",')
         if optimizer.hf_optim_args:
@@ -153,7 +154,11 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
                if attention != run.attention else ""),
             ")",
         ]
-        if run.method == "qlora" and run.kbit_prep:
+        if run.method == "qlora" and run.kbit_prep == "norms":  # the QLoRA paper's qlora.py
+            lines.append("for name, module in model.named_modules():")
+            lines.append('    if "norm" in name:')
+            lines.append("        module.to(torch.float32)  # norms only; embeddings and lm_head stay 16-bit")
+        if run.method == "qlora" and run.kbit_prep is True:
             # peft's own checkpointing switch calls the deprecated gradient_checkpointing_enable;
             # the Trainer turns it on from activation_checkpointing instead
             lines.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)"

@@ -15,6 +15,7 @@ from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.cluster import ClusterPlan
 from vramplan.specs.run import ALL_LINEAR
+from vramplan.stack.notes import stack_data, stack_notes
 
 
 def make_run(**fields) -> RunConfig:
@@ -73,6 +74,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         reason=reason,
         warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
         notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
+        stack=stack_data(run, dtypes.stack),
     )
 
 
@@ -150,6 +152,7 @@ def _notes(model, gpu, run, dtypes, required, paged, capacity):
         yield from _moe_notes(model, run, dtypes)
     if gpu.unified_memory:
         yield f"{gpu.name} shares memory with the CPU; capacity is the GPU working-set limit"
+    yield from stack_notes(run, dtypes)
 
 
 def _moe_notes(model, run, dtypes):

@@ -68,7 +68,7 @@ def component_reason(name: str, held: int, required: int, model, gpu, run, dtype
     """The cause of one dominant component, in the plan's terms, and what shrinks it."""
     share = f"{_gib(held)} of the {_gib(required)} GiB needed"
     tokens = f"{run.micro_batch_size} x {run.seq_len} tokens"
-    if name == "float_weights" and run.method == "qlora" and run.kbit_prep:
+    if name == "float_weights" and run.method == "qlora" and run.kbit_prep is True:
         return (f"peft's prepare_model_for_kbit_training casts embeddings, lm_head and norms to fp32: {share}; "
                 "--no-kbit-prep keeps them 16-bit")
     if name == "logits_loss" and run.trains:

@@ -6,6 +6,7 @@ import json
 
 from vramplan.components import label
 from vramplan.present import describe_run, gib, table
+from vramplan.stack.notes import stack_line
 
 HELP = "will this run fit? verdict, peak, headroom and a per-component table"
 EPILOG = """examples:
@@ -95,7 +96,7 @@ def render(breakdown) -> str:
     verdict = "memory alone" if breakdown.blocked_by else breakdown.verdict
     margin = f", keeping {gib(breakdown.margin_bytes)} GiB free" if breakdown.margin_bytes else ""
     lines = [
-        f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}",
+        f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}; stack: {stack_line(breakdown.stack)}",
         *([f"CANNOT RUN HERE: {breakdown.blocked_by}"] if breakdown.blocked_by else []),
         f"{verdict}: needs {gib(breakdown.required_bytes)} GiB of {gib(breakdown.capacity_bytes)} GiB{margin}, "
         f"headroom {gib(breakdown.headroom_bytes)} GiB",

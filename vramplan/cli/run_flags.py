@@ -55,6 +55,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
             continue
         choices = list(field_choices(name) or ())
         base = _non_none(field.annotation)
+        if choices and bool in typing.get_args(field.annotation):  # kbit_prep: True | "norms" | False
+            words = ["full", *choices, "none"]
+            group.add_argument(*flags, dest=name, choices=words, default=None, metavar="{" + ",".join(words) + "}",
+                               help=help_text)
+            group.add_argument("--no-" + flags[0][2:], dest=name, action="store_const", const="none",
+                               help=f"same as {flags[0]} none")
+            continue
         if choices:
             group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")
         elif base is int:

@@ -170,8 +170,8 @@ def first_layer_unsaved_per_token(model, run, dtypes: RunDtypes):
     keeps the mask only for an input that requires grad. (lora_A still saves its input: its weight
     trains.) Read off the trace simulator's layer-1 live set (Llama-3.1-8B QLoRA: 14 MiB at 512 tokens).
     """
-    if embedding_output_requires_grad(run):
-        return 0
+    if embedding_output_requires_grad(run) or (run.gradient_checkpointing and dtypes.stack.checkpoint_reentrant):
+        return 0  # reentrant checkpointing trains LoRA only through enable_input_require_grads
     h = model.hidden_size
     masks = 0
     if run.uses_lora and run.lora_dropout > 0:
@@ -289,12 +289,17 @@ def dequant_temp_bytes(model, dtypes: RunDtypes):
     """One dequantized weight in compute dtype, alive during each NF4/FP4 matmul (fwd and bwd).
 
     bitsandbytes `MatMul4Bit` runs `F.linear(A, dequantize_4bit(B).to(A.dtype).t())`
-    (bitsandbytes/autograd/_functions.py); the largest decoder linear bounds it.
+    (bitsandbytes/autograd/_functions.py); the largest decoder linear bounds it. `dequantize_4bit` returns
+    `quant_state.dtype`, the dtype the weight was loaded in: when that is not the compute dtype
+    (`vramplan.stack.rules.bnb_load_dtype`: fp16 under transformers 4.x) `.to(A.dtype)` makes a second copy,
+    both alive during the cast.
     """
     if dtypes.weight_format not in ("nf4", "fp4"):
         return 0
     largest = max(lin.in_features * lin.out_features for lin in model.layer_linears(dtypes.moe_experts))
-    return largest * DTYPE_BYTES[dtypes.compute]
+    load = dtypes.stack.load_dtype or dtypes.compute
+    second = DTYPE_BYTES[load] if load != dtypes.compute else 0  # dequantize_4bit gives quant_state.dtype
+    return largest * (DTYPE_BYTES[dtypes.compute] + second)
 
 
 def checkpoint_bytes_per_token(model, dtypes: RunDtypes):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramplan.memory import activations, kv_cache, logits, lora, optimizer, parameters, weights
+from vramplan.memory import activations, bnb_autograd, kv_cache, logits, lora, optimizer, parameters, weights
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes, resolve_dtypes
 from vramplan.memory.terms import ALLOCATION, largest, term, total
 from vramplan.memory.xp import _is_array, maximum
@@ -47,8 +47,13 @@ def base_weight_terms(model, run, dtypes: RunDtypes) -> dict[str, list]:
             return {"quantized_weights": codes, "quant_state": list(state),
                     "float_weights": weights.tensor_group_terms(kept, 4, "fp32")}
         kept = parameters.unquantized_groups(model, dtypes.moe_experts)
-        return {"quantized_weights": list(codes), "quant_state": list(state),
-                "float_weights": weights.tensor_group_terms(kept, float_bytes, dtypes.float_weights)}
+        kept_terms = weights.tensor_group_terms(kept, float_bytes, dtypes.float_weights)
+        if dtypes.norm_weights != dtypes.float_weights:  # "norms" k-bit preparation: norms alone in fp32
+            norms = parameters.norm_groups(model) + parameters.qk_norm_groups(model)
+            others = [group for group in kept if group not in norms]
+            kept_terms = (weights.tensor_group_terms(others, float_bytes, dtypes.float_weights)
+                          + weights.tensor_group_terms(norms, DTYPE_BYTES[dtypes.norm_weights], dtypes.norm_weights))
+        return {"quantized_weights": list(codes), "quant_state": list(state), "float_weights": kept_terms}
     everything = parameters.all_parameter_groups(model, dtypes.moe_experts)
     return {"quantized_weights": [], "quant_state": [],
             "float_weights": weights.tensor_group_terms(everything, float_bytes, dtypes.float_weights)}
@@ -149,6 +154,13 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
         backward_acts = all_layers + final_b
         top_layer = all_layers + transient
         last_layer = saved_one + copies_one + transient
+
+    held = bnb_autograd.held_input_terms(model, run, dtypes, batch, seq)
+    int8_copy = bnb_autograd.int8_backward_weight_copy_terms(model, dtypes)
+    forward_acts = forward_acts + held["forward"]
+    backward_acts = backward_acts + held["loss_backward"]
+    top_layer = top_layer + held["layer_backward"] + int8_copy
+    last_layer = last_layer + held["backward_end"] + int8_copy
 
     tied = logits.tied_embedding_gradient_terms(model, run, dtypes)
     step_temp = optimizer.optimizer_step_temp_terms(run.optimizer, groups, trainable_bytes)

@@ -166,8 +166,12 @@ def prepare(hf_model, model_spec, run, dtypes) -> None:
     if run.method == "qlora":
         hf_model.requires_grad_(False)
         arch.quantize_decoder_linears(hf_model, run, dtypes, lora_names, run.lora_rank)
-        if run.kbit_prep:  # checkpointing is enabled with the training step
+        if run.kbit_prep is True:  # checkpointing is enabled with the training step
             prepare_for_kbit_training(hf_model, use_gradient_checkpointing=False)
+        elif run.kbit_prep == "norms":  # the QLoRA paper's qlora.py: only the norms to fp32
+            for name, module in hf_model.named_modules():
+                if "norm" in name.split(".")[-1]:
+                    module.float()
     elif run.method == "inference":
         hf_model.requires_grad_(False)
         if dtypes.base_quantized:

@@ -55,6 +55,7 @@ class Breakdown(BaseModel):
     reason: str = ""  # why it does not fit, when one component or assumption dominates (vramplan.reasons)
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    stack: dict[str, str | bool] = {}  # library versions, their source, recipe and rules (vramplan.stack.notes)
 
     @property
     def verdict(self) -> str:
