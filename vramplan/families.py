@@ -38,6 +38,7 @@ class Family:
     """One architecture family. Every field is a fact of the family's transformers classes."""
 
     name: str  # ModelSpec.architecture
+    title: str  # how prose names it ("Gemma-2")
     model_types: dict[str, ModelType]  # config.json model_type -> how it is read
     config_class: str  # transformers config class hf_config builds
     source: str  # the transformers files the facts come from
@@ -64,12 +65,20 @@ class Family:
     class_defaults: dict[str, int] = field(default_factory=dict)  # config class defaults config.json omits
 
     @property
+    def spec_defaults(self) -> dict[str, object]:
+        """The ModelSpec switches every model of the family has unless its data says otherwise
+        (the catalog and the config.json reader start from these)."""
+        return {"norms_per_layer": self.norms_per_layer, "qk_norm": self.qk_norm,
+                "fused_qkv": self.fused_qkv, "fused_gate_up": self.fused_gate_up}
+
+    @property
     def alternating_windows(self) -> bool:
         """Sliding-window and global layers alternate: the model builds one 4-D mask of each."""
         return self.window_layout == "alternating"
 
 
 _FAMILIES: dict[str, Family] = {}
+LLAMA_SHAPED = "llama"  # the family a config.json model_type no family reads is planned as
 
 
 def register(family: Family) -> Family:
@@ -128,7 +137,7 @@ def family_of_model_type(model_type: str) -> tuple[Family, ModelType] | None:
 _TF = "transformers 5.24, models/"
 
 register(Family(
-    name="llama", config_class="LlamaConfig",
+    name="llama", title="Llama", config_class="LlamaConfig",
     model_types={"llama": ModelType(False, head_dim_from_heads=True),
                  # Gemma 1: llama-shaped layers (GeGLU has the same Linear shapes), GemmaConfig ties
                  "gemma": ModelType(True, read_as="gemma read as llama-shaped")},
@@ -136,29 +145,29 @@ register(Family(
     hf_config_fields=("head_dim", "attention_bias"),
 ))
 register(Family(
-    name="mistral", config_class="MistralConfig", model_types={"mistral": ModelType(False, head_dim_from_heads=True)},
+    name="mistral", title="Mistral", config_class="MistralConfig", model_types={"mistral": ModelType(False, head_dim_from_heads=True)},
     source=_TF + "mistral/configuration_mistral.py (sliding_window on every layer), modeling_mistral.py",
     hf_config_fields=("head_dim", "sliding_window"), window_layout="every_layer",
 ))
 register(Family(
-    name="mixtral", config_class="MixtralConfig", model_types={"mixtral": ModelType(False, head_dim_from_heads=True)},
+    name="mixtral", title="Mixtral", config_class="MixtralConfig", model_types={"mixtral": ModelType(False, head_dim_from_heads=True)},
     source=_TF + "mixtral/configuration_mixtral.py, modeling_mixtral.py (MixtralTopKRouter, MixtralExperts)",
     hf_config_fields=("head_dim", "num_local_experts", "num_experts_per_tok", "sliding_window"),
     moe=True,
 ))
 register(Family(
-    name="qwen2", config_class="Qwen2Config", model_types={"qwen2": ModelType(False)},
+    name="qwen2", title="Qwen2", config_class="Qwen2Config", model_types={"qwen2": ModelType(False)},
     source=_TF + "qwen2/configuration_qwen2.py, modeling_qwen2.py (q/k/v_proj bias=True)",
     hf_config_constants={"use_sliding_window": False}, qkv_bias=True,
 ))
 register(Family(
-    name="qwen3", config_class="Qwen3Config", model_types={"qwen3": ModelType(False)},
+    name="qwen3", title="Qwen3", config_class="Qwen3Config", model_types={"qwen3": ModelType(False)},
     source=_TF + "qwen3/configuration_qwen3.py, modeling_qwen3.py (Qwen3Attention.q_norm/k_norm)",
     hf_config_fields=("head_dim", "attention_bias"), hf_config_constants={"use_sliding_window": False},
     qk_norm=True, class_defaults={"head_dim": 128},
 ))
 register(Family(
-    name="gemma2", config_class="Gemma2Config", model_types={"gemma2": ModelType(True)},
+    name="gemma2", title="Gemma-2", config_class="Gemma2Config", model_types={"gemma2": ModelType(True)},
     source=_TF + "gemma2/configuration_gemma2.py (layer_types: every 2nd global), modeling_gemma2.py "
                  "(_supports_sdpa = False: sdpa does not support softcapping)",
     hf_config_fields=("head_dim", "query_pre_attn_scalar", "sliding_window", "layer_types",
@@ -168,7 +177,7 @@ register(Family(
     reads_final_logit_softcapping=True, class_defaults={"head_dim": 256, "sliding_window": 4096},
 ))
 register(Family(
-    name="gemma3", config_class="Gemma3TextConfig",  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
+    name="gemma3", title="Gemma-3", config_class="Gemma3TextConfig",  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
     model_types={"gemma3_text": ModelType(True)}, multimodal_types=("gemma3",),
     source=_TF + "gemma3/configuration_gemma3.py (sliding_window_pattern 6), modeling_gemma3.py "
                  "(Gemma3RMSNorm: fp32, (1 + weight))",
@@ -181,7 +190,7 @@ register(Family(
                     "max_position_embeddings": 131_072, "sliding_window": 4096},
 ))
 register(Family(
-    name="phi3", config_class="Phi3Config", model_types={"phi3": ModelType(False)},
+    name="phi3", title="Phi-3", config_class="Phi3Config", model_types={"phi3": ModelType(False)},
     source=_TF + "phi3/configuration_phi3.py (no head_dim), modeling_phi3.py (qkv_proj, gate_up_proj)",
     fused_qkv=True, fused_gate_up=True, config_head_dim=False,
 ))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from vramplan.errors import InputError, from_validation_error
-from vramplan.families import Family, ModelType, families, family_of_model_type, get_family, text_model_type
+from vramplan.families import LLAMA_SHAPED, Family, ModelType, families, family_of_model_type, get_family, text_model_type
 from vramplan.sources.config_fields import read_bool, read_count, read_name, read_number, read_strings, shown
 from vramplan.specs.bounds import MODEL_BOUNDS
 from vramplan.specs.model import ModelSpec
@@ -66,7 +66,7 @@ def _family(model_type: str) -> tuple[Family, ModelType, bool]:
     read as llama-shaped (its config class's defaults: untied, head_dim = hidden / heads)."""
     found = family_of_model_type(model_type)
     if found is None:
-        return get_family("llama"), ModelType(False, head_dim_from_heads=True), False
+        return get_family(LLAMA_SHAPED), ModelType(False, head_dim_from_heads=True), False
     return (*found, True)
 
 
@@ -104,7 +104,7 @@ def assumption_notes(cfg: dict[str, Any], model_type: str, head_dim: int, multim
     if rope_type and rope_type not in _KNOWN_ROPE:
         notes.append(f"rope_type {shown(rope_type)} is not known: planned as standard RoPE (cos/sin tables only)")
     if cfg.get("attn_logit_softcapping") and family.attn_logit_softcapping is None:
-        capped = ", ".join(f.name for f in families() if f.attn_logit_softcapping is not None)
+        capped = ", ".join(f.title for f in families() if f.attn_logit_softcapping is not None)
         notes.append(f"{label}: attn_logit_softcapping is modelled for {capped} only: planned with the "
                      "attention implementation asked for (transformers may need eager, which saves s^2 scores)")
     if cfg.get("attention_chunk_size"):
@@ -151,8 +151,7 @@ def spec_from_config(cfg: Any, name: str = "", origin: str = "config.json") -> M
         attention_bias=family.qkv_bias or bool(cfg["attention_bias"]),
         # transformers' own default when a config leaves it out; an explicit value is checked
         max_position_embeddings=cfg["max_position_embeddings"] or 4096,
-        norms_per_layer=family.norms_per_layer, qk_norm=family.qk_norm,
-        fused_qkv=family.fused_qkv, fused_gate_up=family.fused_gate_up,
+        **family.spec_defaults,
         notes=tuple(assumption_notes(cfg, model_type, cfg["head_dim"] or 0, multimodal_type)),
     )
     if family.moe or cfg["num_local_experts"]:
