@@ -91,7 +91,8 @@ def test_unknown_architecture_is_refused_with_the_known_ones():
 
 def test_a_model_type_is_read_by_one_family_only():
     with pytest.raises(ValueError, match="already read by llama"):
-        families.register(dataclasses.replace(get_family("mistral"), name="other", model_types={"llama": ModelType(False)}))
+        families.register(dataclasses.replace(get_family("mistral"), name="other",
+                                              model_types={"llama": ModelType(False)}))
     assert "other" not in families.family_names()
 
 

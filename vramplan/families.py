@@ -89,7 +89,8 @@ def register(family: Family) -> Family:
     if family.norms_per_layer < 1:
         raise ValueError(f"{family.name}: norms_per_layer must be at least 1")
     for model_type in family.model_types:
-        owner = next((f.name for f in _FAMILIES.values() if model_type in f.model_types and f.name != family.name), None)
+        owner = next((f.name for f in _FAMILIES.values()
+                      if model_type in f.model_types and f.name != family.name), None)
         if owner:
             raise ValueError(f"{family.name}: model_type {model_type!r} is already read by {owner}")
     _FAMILIES[family.name] = family
@@ -145,12 +146,14 @@ register(Family(
     hf_config_fields=("head_dim", "attention_bias"),
 ))
 register(Family(
-    name="mistral", title="Mistral", config_class="MistralConfig", model_types={"mistral": ModelType(False, head_dim_from_heads=True)},
+    name="mistral", title="Mistral", config_class="MistralConfig",
+    model_types={"mistral": ModelType(False, head_dim_from_heads=True)},
     source=_TF + "mistral/configuration_mistral.py (sliding_window on every layer), modeling_mistral.py",
     hf_config_fields=("head_dim", "sliding_window"), window_layout="every_layer",
 ))
 register(Family(
-    name="mixtral", title="Mixtral", config_class="MixtralConfig", model_types={"mixtral": ModelType(False, head_dim_from_heads=True)},
+    name="mixtral", title="Mixtral", config_class="MixtralConfig",
+    model_types={"mixtral": ModelType(False, head_dim_from_heads=True)},
     source=_TF + "mixtral/configuration_mixtral.py, modeling_mixtral.py (MixtralTopKRouter, MixtralExperts)",
     hf_config_fields=("head_dim", "num_local_experts", "num_experts_per_tok", "sliding_window"),
     moe=True,
@@ -177,7 +180,8 @@ register(Family(
     reads_final_logit_softcapping=True, class_defaults={"head_dim": 256, "sliding_window": 4096},
 ))
 register(Family(
-    name="gemma3", title="Gemma-3", config_class="Gemma3TextConfig",  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
+    # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
+    name="gemma3", title="Gemma-3", config_class="Gemma3TextConfig",
     model_types={"gemma3_text": ModelType(True)}, multimodal_types=("gemma3",),
     source=_TF + "gemma3/configuration_gemma3.py (sliding_window_pattern 6), modeling_gemma3.py "
                  "(Gemma3RMSNorm: fp32, (1 + weight))",

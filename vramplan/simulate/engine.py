@@ -32,7 +32,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.simulate import architecture as arch
-from vramplan.simulate.hf_build import add_lora, lora_target_names
+from vramplan.simulate.hf_build import add_lora, enable_checkpointing, lora_target_names
 from vramplan.simulate.optimizers import make_optimizer, state_categories
 from vramplan.simulate.tracker import PAGED, AllocationTracker
 from vramplan.torch_nf4.inject import prepare_for_kbit_training
@@ -212,11 +212,7 @@ def _autocast(dtypes):
 def _training_step(tracker, hf_model, model_spec, gpu_spec, run, dtypes) -> None:
     hf_model.train()
     if run.gradient_checkpointing:
-        kwargs = {"use_reentrant": False}
-        if hasattr(hf_model, "activation_checkpointing_enable"):  # transformers >= 5.x name
-            hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        enable_checkpointing(hf_model)
     trainable = [p for p in hf_model.parameters() if p.requires_grad]
     if not trainable:
         raise InputError("method", "nothing to train in this run")

@@ -9,6 +9,7 @@
   `memory.lora.targeted_linears` (the planner's own decision, peft's rules); a module's
   qualified name matches as peft matches it (`inject.is_target`).
 - `LoraLinear` / `add_lora`: peft's `lora.Linear` on a float base, when peft itself is not used.
+- `enable_checkpointing`: non-reentrant gradient checkpointing, as both enable it.
 - k-bit preparation is `vramplan.torch_nf4.inject.prepare_for_kbit_training` for both.
 Torch-side only: the planner core never imports this module.
 """
@@ -86,6 +87,15 @@ def lora_target_names(model, run, dtypes) -> tuple[str, ...]:
 def is_lora_target(qualified_name: str, names) -> bool:
     """Whether the module at `qualified_name` is one of the LoRA target `names`."""
     return bool(names) and is_target(qualified_name, names)
+
+
+def enable_checkpointing(hf_model) -> None:
+    """Non-reentrant gradient checkpointing (transformers 5.2x renamed it activation checkpointing)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf_model, "activation_checkpointing_enable"):
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def decoder_layers(hf_model):

@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from vramplan.errors import InputError, from_validation_error
-from vramplan.families import LLAMA_SHAPED, Family, ModelType, families, family_of_model_type, get_family, text_model_type
+from vramplan.families import (LLAMA_SHAPED, Family, ModelType, families, family_of_model_type, get_family,
+                               text_model_type)
 from vramplan.sources.config_fields import read_bool, read_count, read_name, read_number, read_strings, shown
 from vramplan.specs.bounds import MODEL_BOUNDS
 from vramplan.specs.model import ModelSpec
