@@ -1,6 +1,6 @@
 """Build the real Hugging Face architecture for a case, the way a user's run would have it.
 
-The config, parameter dtype, LoRA targets and fallback LoRA wrapping are `vramplan.simulate.hf_build`'s,
+The config, parameter dtype, LoRA targets, fallback LoRA wrapping and checkpointing are `vramplan.simulate.hf_build`'s,
 the simulator's own. The model is created on the meta device (`AutoModelForCausalLM.from_config`, no hub, random
 weights: memory depends on shapes, not values) and materialised one top-level module at a
 time on the target device; each decoder layer is quantized to NF4 (our quantizer, our Triton
@@ -17,7 +17,7 @@ from torch import nn
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.optimizers import get_optimizer, optimizer_class
-from vramplan.simulate.hf_build import TORCH_DTYPES, add_lora, lora_target_names, parameter_dtype
+from vramplan.simulate.hf_build import TORCH_DTYPES, add_lora, enable_checkpointing, lora_target_names, parameter_dtype
 from vramplan.simulate.hf_build import hf_config as shared_hf_config
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
@@ -75,15 +75,6 @@ def _materialize(model: nn.Module, module: nn.Module, device: torch.device) -> n
                 for param in sub.parameters(recurse=False):
                     param.normal_(0.0, 0.02) if param.dim() > 1 else param.fill_(1.0)
     return module
-
-
-def enable_checkpointing(model: nn.Module) -> None:
-    """Non-reentrant gradient checkpointing (transformers 5.2x renamed it activation checkpointing)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def build_model(spec: ModelSpec, run: RunConfig, gpu: GPUSpec, device: torch.device) -> nn.Module:

@@ -22,6 +22,7 @@ each layer keeps only its input and one layer is recomputed during backward.
 """
 from __future__ import annotations
 
+from vramplan.families import get_family
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
 from vramplan.memory.lora import targeted_linears
 from vramplan.memory.xp import ceil_div, maximum
@@ -52,9 +53,10 @@ def _consumer_group_bytes(names, in_features, input_bytes, compute_bytes, lora_n
 
 
 def effective_attention(model, run) -> str:
-    """The attention implementation transformers really runs: Gemma-2 has no SDPA path
-    (`_supports_sdpa = False`: SDPA cannot soft-cap scores), so it falls back to eager."""
-    if run.attention == "sdpa" and model.architecture == "gemma2":
+    """The attention implementation transformers really runs: a family without an SDPA path
+    (`Family.supports_sdpa`; Gemma-2's `_supports_sdpa = False`: SDPA cannot soft-cap scores) falls
+    back to eager."""
+    if run.attention == "sdpa" and not get_family(model.architecture).supports_sdpa:
         return "eager"
     return run.attention
 
@@ -123,14 +125,16 @@ def qk_norm_saved_per_token(model, run, dtypes: RunDtypes):
     Both compute in fp32 (Qwen3RMSNorm, Gemma3RMSNorm): `pow` and the multiply by rsqrt save the fp32
     projection output (4 x (q + kv)) and rstd (4 per head); the weight multiply saves its other
     operand only when the weight trains (full fine-tuning): Qwen3 the normalized values cast back to
-    the compute dtype (c), Gemma-3 the fp32 ones before `(1 + weight)` (4).
+    the compute dtype (c), a family with `qk_norm_fp32_weight_operand` (Gemma-3) the fp32 ones before
+    `(1 + weight)` (4).
     """
     if not model.qk_norm:
         return 0
     q_and_k = model.q_dim + model.kv_dim
     saved = 4 * q_and_k + 4 * (model.num_attention_heads + model.num_key_value_heads)
     if run.method == "full":
-        saved += (4 if model.architecture == "gemma3" else DTYPE_BYTES[dtypes.compute]) * q_and_k
+        fp32_operand = get_family(model.architecture).qk_norm_fp32_weight_operand
+        saved += (4 if fp32_operand else DTYPE_BYTES[dtypes.compute]) * q_and_k
     return saved
 
 
@@ -308,9 +312,10 @@ def checkpoint_bytes_per_token(model, dtypes: RunDtypes):
 
 
 def attention_mask_kinds(model) -> int:
-    """4-D masks eager attention builds per forward: Gemma-2/3 alternate sliding-window and global
-    layers and `Gemma2Model.forward` / `Gemma3TextModel.forward` build one mask of each."""
-    return 2 if model.architecture in ("gemma2", "gemma3") else 1
+    """4-D masks eager attention builds per forward: families that alternate sliding-window and
+    global layers (`Family.alternating_windows`) build one mask of each (`Gemma2Model.forward`,
+    `Gemma3TextModel.forward`)."""
+    return 2 if get_family(model.architecture).alternating_windows else 1
 
 
 def inference_transient_per_token(model, dtypes: RunDtypes, run=None, seq_len=None, total_tokens=None):
