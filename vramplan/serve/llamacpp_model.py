@@ -12,6 +12,7 @@ llama.cpp creates for layer 0 and duplicates into every other device's buffer.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from vramplan.errors import InputError
@@ -64,6 +65,20 @@ class LlamaCppModel:
     @property
     def token_embd(self) -> WeightTensor:
         return next(t for t in self.tensors if t.name == "token_embd.weight")
+
+    @cached_property
+    def tensors_by_layer(self) -> dict[int, tuple[WeightTensor, ...]]:
+        """Tensors grouped by layer (INPUT, OUTPUT, 0..n_layer-1); the solvers place one model many times."""
+        groups: dict[int, list[WeightTensor]] = {}
+        for tensor in self.tensors:
+            groups.setdefault(tensor.layer, []).append(tensor)
+        return {layer: tuple(group) for layer, group in groups.items()}
+
+    @cached_property
+    def n_ff(self) -> int:
+        """Feed-forward width: ffn_up's output rows (ggml shape [n_embd, n_ff])."""
+        return max((t.shape[1] for t in self.tensors if t.name.endswith("ffn_up.weight") and len(t.shape) > 1),
+                   default=4 * self.n_embd)
 
 
 def tensor_layer(name: str) -> int:

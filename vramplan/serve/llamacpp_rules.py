@@ -54,11 +54,11 @@ def weight_buffers(model: LlamaCppModel, n_gpu_layers: int, use_mmap: bool) -> d
     (llama_model_loader::get_mapping_range), without mmap: the CPU tensors each padded to 32 B."""
     gpu = 0
     cpu_tensors = []
-    for tensor in model.tensors:
-        if layer_on_gpu(tensor.layer, model.n_layer, n_gpu_layers):
-            gpu += cuda_alloc_bytes(tensor.ggml_type, tensor.shape, tensor.nbytes)
+    for layer, tensors in model.tensors_by_layer.items():
+        if layer_on_gpu(layer, model.n_layer, n_gpu_layers):
+            gpu += sum(cuda_alloc_bytes(t.ggml_type, t.shape, t.nbytes) for t in tensors)
         else:
-            cpu_tensors.append(tensor)
+            cpu_tensors.extend(tensors)
     if model.tied_output and layer_on_gpu(OUTPUT, model.n_layer, n_gpu_layers):
         embd = model.token_embd
         gpu += cuda_alloc_bytes(embd.ggml_type, embd.shape, embd.nbytes)
@@ -133,5 +133,4 @@ def compute_buffer_estimate(model: LlamaCppModel, cells: int, n_ubatch: int, n_p
     n_head = max(model.n_head)
     attention = model.n_embd * n_tokens * 4 if flash_attn else 2 * cells * n_tokens * n_head * 4
     logits = model.n_vocab * n_tokens * 4
-    n_ff = max((t.shape[1] for t in model.tensors if t.name.endswith("ffn_up.weight")), default=4 * model.n_embd)
-    return max(attention, logits) + (model.n_embd + 2 * n_ff) * n_tokens * 4
+    return max(attention, logits) + (model.n_embd + 2 * model.n_ff) * n_tokens * 4
