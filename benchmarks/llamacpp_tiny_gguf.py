@@ -28,6 +28,59 @@ class TinyModel:
         return f"tiny-{self.arch}-{self.weight_type}-L{self.n_layer}-E{self.n_embd}"
 
 
+def tiny_tensors(m: TinyModel) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(name, ggml shape, quantized?) of every tensor, in the order they are written."""
+    head_dim, out = m.n_embd // m.n_head, []
+    kv = head_dim * m.n_head_kv
+
+    def add(name, shape, quantized):
+        out.append((name, shape, quantized))
+
+    add("token_embd.weight", (m.n_embd, m.n_vocab), True)
+    for il in range(m.n_layer):
+        add(f"blk.{il}.attn_norm.weight", (m.n_embd,), False)
+        add(f"blk.{il}.attn_q.weight", (m.n_embd, m.n_head * head_dim), True)
+        add(f"blk.{il}.attn_k.weight", (m.n_embd, kv), True)
+        add(f"blk.{il}.attn_v.weight", (m.n_embd, kv), True)
+        add(f"blk.{il}.attn_output.weight", (m.n_head * head_dim, m.n_embd), True)
+        if m.arch == "qwen2":
+            add(f"blk.{il}.attn_q.bias", (m.n_head * head_dim,), False)
+            add(f"blk.{il}.attn_k.bias", (kv,), False)
+            add(f"blk.{il}.attn_v.bias", (kv,), False)
+        if m.arch == "gemma2":
+            add(f"blk.{il}.post_attention_norm.weight", (m.n_embd,), False)
+            add(f"blk.{il}.post_ffw_norm.weight", (m.n_embd,), False)
+        add(f"blk.{il}.ffn_norm.weight", (m.n_embd,), False)
+        add(f"blk.{il}.ffn_gate.weight", (m.n_embd, m.n_ff), True)
+        add(f"blk.{il}.ffn_up.weight", (m.n_embd, m.n_ff), True)
+        add(f"blk.{il}.ffn_down.weight", (m.n_ff, m.n_embd), True)
+    add("output_norm.weight", (m.n_embd,), False)
+    if m.arch != "gemma2":
+        add("output.weight", (m.n_embd, m.n_vocab), True)
+    return out
+
+
+def tiny_llamacpp_model(m: TinyModel):
+    """The LlamaCppModel the planner reads from the file `write_tiny_gguf(m)` writes, built without
+    writing it: gguf-py packs tensors in order, each padded to 32 bytes (tests check it is the same)."""
+    from vramplan.serve.llamacpp_model import LlamaCppModel, WeightTensor, swa_pattern, tensor_layer
+    from vramplan.serve.llamacpp_types import tensor_bytes
+
+    tensors, offset = [], 0
+    for name, shape, quantized in tiny_tensors(m):
+        ggml_type = m.weight_type if quantized else "f32"
+        nbytes = tensor_bytes(ggml_type, shape)
+        tensors.append(WeightTensor(name, ggml_type, shape, tensor_layer(name), nbytes, offset))
+        offset += -(-nbytes // 32) * 32
+    head_dim, swa = m.n_embd // m.n_head, m.arch == "gemma2"
+    return LlamaCppModel(
+        name=m.name, architecture=m.arch, n_layer=m.n_layer, n_embd=m.n_embd, n_head=(m.n_head,) * m.n_layer,
+        n_head_kv=(m.n_head_kv,) * m.n_layer, head_dim_k=head_dim, head_dim_v=head_dim, n_vocab=m.n_vocab,
+        n_ctx_train=m.n_ctx_train, n_swa=m.n_swa if swa else 0,
+        swa_layers=swa_pattern(m.n_layer, 2) if swa else (False,) * m.n_layer, tensors=tuple(tensors),
+        tied_output=swa, source=f"tiny model {m.name}")
+
+
 def _vocab(writer, n_vocab: int) -> None:
     tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
     tokens += [f"\u2581t{i}" for i in range(n_vocab - len(tokens))]
@@ -68,37 +121,14 @@ def write_tiny_gguf(path: Path, m: TinyModel, seed: int = 0) -> Path:
         writer.add_final_logit_softcapping(30.0)
     _vocab(writer, m.n_vocab)
 
-    def add(name: str, shape: tuple[int, ...], quantize: bool) -> None:
+    for name, shape, quantized in tiny_tensors(m):
         data = (rng.standard_normal(shape[::-1]) * 0.02).astype(np.float32)  # numpy order is ggml's reversed
-        if not quantize or qtype == gguf.GGMLQuantizationType.F32:
+        if not quantized or qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, data)
         elif qtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(name, data.astype(np.float16))
         else:
             writer.add_tensor(name, gguf.quants.quantize(data, qtype), raw_dtype=qtype)
-
-    kv = head_dim * m.n_head_kv
-    add("token_embd.weight", (m.n_embd, m.n_vocab), True)
-    for il in range(m.n_layer):
-        add(f"blk.{il}.attn_norm.weight", (m.n_embd,), False)
-        add(f"blk.{il}.attn_q.weight", (m.n_embd, m.n_head * head_dim), True)
-        add(f"blk.{il}.attn_k.weight", (m.n_embd, kv), True)
-        add(f"blk.{il}.attn_v.weight", (m.n_embd, kv), True)
-        add(f"blk.{il}.attn_output.weight", (m.n_head * head_dim, m.n_embd), True)
-        if m.arch == "qwen2":
-            add(f"blk.{il}.attn_q.bias", (m.n_head * head_dim,), False)
-            add(f"blk.{il}.attn_k.bias", (kv,), False)
-            add(f"blk.{il}.attn_v.bias", (kv,), False)
-        if m.arch == "gemma2":
-            add(f"blk.{il}.post_attention_norm.weight", (m.n_embd,), False)
-            add(f"blk.{il}.post_ffw_norm.weight", (m.n_embd,), False)
-        add(f"blk.{il}.ffn_norm.weight", (m.n_embd,), False)
-        add(f"blk.{il}.ffn_gate.weight", (m.n_embd, m.n_ff), True)
-        add(f"blk.{il}.ffn_up.weight", (m.n_embd, m.n_ff), True)
-        add(f"blk.{il}.ffn_down.weight", (m.n_ff, m.n_embd), True)
-    add("output_norm.weight", (m.n_embd,), False)
-    if m.arch != "gemma2":
-        add("output.weight", (m.n_embd, m.n_vocab), True)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
