@@ -126,13 +126,13 @@ def place(model: LlamaCppModel, cuda_context: int, s: LlamaCppSettings, n_gpu_la
                         s.offload_kqv, min(s.ubatch_size, s.batch_size), s.swa_full)
     weights = rules.weight_buffers(model, ngl, s.use_mmap)
     ubatch = min(s.ubatch_size, s.batch_size, rules.pad(n_ctx, rules.CTX_PAD))
-    compute = rules.compute_buffer_estimate(model, kv["cells"] * (1 if s.kv_unified else 1), ubatch, s.n_parallel, flash)
+    compute = rules.compute_buffer_estimate(model, kv["cells"], ubatch, s.n_parallel, flash)
     on_gpu = ngl > 0
     all_on_gpu = ngl >= model.n_layer + 1
     # Fully offloaded, the host keeps only the input embeddings of one ubatch (token_embd stays on the CPU).
     compute_host = model.n_embd * ubatch * 4 if all_on_gpu else compute
     return Placement(
-        n_gpu_layers=ngl, n_ctx=kv["cells"] * kv["streams"] if not s.kv_unified else kv["cells"],
+        n_gpu_layers=ngl, n_ctx=kv["cells"] * kv["streams"],
         kv_cells=kv["cells"], kv_swa_cells=kv["swa_cells"], kv_streams=kv["streams"],
         weights_gpu=weights["gpu"], weights_host=weights["host"], kv_gpu=kv["gpu"], kv_host=kv["host"],
         compute_gpu=compute if on_gpu else 0, compute_host=compute_host,
