@@ -50,7 +50,7 @@ CASES = [
     ("llama-f16-ubatch128-fa-off", TinyModel("llama", weight_type="f16", n_vocab=2048), dict(n_ctx=2048, n_ubatch=128, flash_attn=False)),
 ]
 DEFAULTS = dict(n_ctx=512, n_batch=2048, n_ubatch=512, n_seq_max=1, kv_unified=False, type_k="f16", type_v="f16",
-                flash_attn=None, use_mmap=True)
+                flash_attn=None, use_mmap=True, swa_full=True)  # swa_full: llama_context_default_params' value
 GGML_TYPE = {"f16": 1, "q8_0": 8, "q4_0": 2, "f32": 0}
 
 LINE = re.compile(r"(model buffer size|KV buffer size|output buffer size|compute buffer size|llama_kv_cache: size|"
@@ -74,6 +74,7 @@ def load_in_this_process(model_path: str, settings: dict) -> None:
     cp.n_seq_max, cp.kv_unified = settings["n_seq_max"], settings["kv_unified"]
     cp.type_k, cp.type_v = GGML_TYPE[settings["type_k"]], GGML_TYPE[settings["type_v"]]
     cp.flash_attn_type = -1 if settings["flash_attn"] is None else int(settings["flash_attn"])
+    cp.swa_full = settings["swa_full"]
     cp.n_threads = cp.n_threads_batch = 1
     ctx = ll.llama_init_from_model(model, cp)
     print(f"llama_model_size_bytes = {ll.llama_model_size(model)}", file=sys.stderr, flush=True)
@@ -119,7 +120,8 @@ def plan_case(model: TinyModel, settings: dict) -> dict:
     llm = tiny_llamacpp_model(model)
     flash = settings["flash_attn"] is not False
     kv = rules.kv_cache(llm, settings["n_ctx"], settings["n_seq_max"], settings["kv_unified"], settings["type_k"],
-                        settings["type_v"], 0, True, min(settings["n_ubatch"], settings["n_batch"]))
+                        settings["type_v"], 0, True, min(settings["n_ubatch"], settings["n_batch"]),
+                        settings["swa_full"])
     caches = []
     for cells, swa in ((kv["cells"], False), (kv["swa_cells"], True)):
         layers = [il for il in range(llm.n_layer) if llm.swa_layers[il] == swa]

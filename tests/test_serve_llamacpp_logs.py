@@ -17,7 +17,7 @@ from llamacpp_tiny_gguf import TinyModel  # noqa: E402
 
 RESULTS = ROOT / "validation" / "llamacpp" / "agreement.json"
 CASES = json.loads(RESULTS.read_text(encoding="utf-8"))["cases"]
-COMPUTE_BAND = (0.5, 2.0)  # plan / llama.cpp for the compute-buffer estimate (README says how close each case is)
+COMPUTE_BAND = (0.25, 2.0)  # plan / llama.cpp for the compute-buffer estimate (README says how close each case is)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
