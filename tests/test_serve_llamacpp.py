@@ -25,7 +25,7 @@ def _args(*flags, host_ram="64GiB", fmt="gguf-q4_k_m"):
     parser = argparse.ArgumentParser()
     llamacpp.add_arguments(parser)
     args = parser.parse_args(list(flags))
-    args.host_ram, args.format = (parse_size(host_ram) if host_ram else None), fmt
+    args.host_ram_bytes, args.format = (parse_size(host_ram) if host_ram else None), fmt
     return args
 
 
@@ -160,3 +160,37 @@ def test_engine_module_imports_nothing_heavy():
             "print(sorted(m for m in ('numpy', 'torch', 'gguf', 'llama_cpp', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_serve_command_plans_the_catalog_model_with_host_ram(capsys):
+    import json
+
+    from vramplan.cli.main import main
+
+    code = main(["serve", "--engine", "llama.cpp", "--model", "llama-3.1-70b", "--format", "gguf-q4_k_m",
+                 "--gpu", "4090", "--host-ram", "64GiB", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    expected = llamacpp.plan(get_model("llama-3.1-70b"), get_gpu("4090"), llamacpp.LlamaCppSettings(n_gpu_layers=None),
+                             parse_size("64GiB"), "gguf-q4_k_m").to_json()
+    assert code == 0 and data == expected
+
+
+def test_serve_command_reads_a_gguf_file_header(tmp_path, capsys):
+    pytest.importorskip("gguf")
+    import json
+
+    from llamacpp_tiny_gguf import TinyModel, write_tiny_gguf
+
+    from vramplan.cli.main import main
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", TinyModel(arch="llama", weight_type="q8_0"))
+    code = main(["serve", "--engine", "llama.cpp", "--model", str(path), "--gpu", "t4", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["n_layer"] == 4 and data["fits_gpu"] is True
+
+
+def test_serve_command_refuses_host_ram_for_vllm(capsys):
+    from vramplan.cli.main import main
+
+    assert main(["serve", "--engine", "vllm", "--model", "7b", "--gpu", "l4", "--host-ram", "64GiB"]) == 2
+    assert "--host-ram" in capsys.readouterr().err

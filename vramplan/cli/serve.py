@@ -128,7 +128,11 @@ def run(args) -> int:
 
     check_engine_flags(args, args.serve_parser_defaults)
     args.host_ram_bytes = host_ram_bytes(args)
-    model, gpu = resolve_model(args.model), get_gpu(args.gpu)
+    gpu = get_gpu(args.gpu)
+    if args.engine == "llama.cpp" and engine_module("llama.cpp").is_gguf_path(args.model):
+        model = args.model  # a .gguf file: its header says what llama.cpp loads
+    else:
+        model = resolve_model(args.model)
     if args.engine == "vllm":
         return _run_vllm(args, model, gpu)
     if args.plot:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from vramplan.errors import InputError
 from vramplan.serve import llamacpp_rules as rules
-from vramplan.serve.llamacpp_model import LlamaCppModel, load_llamacpp_model
+from vramplan.serve.llamacpp_model import LlamaCppModel, is_gguf_path, load_llamacpp_model
 
 ENGINE = "llama.cpp"
 GIB = 2**30
@@ -31,24 +31,26 @@ def _ngl(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    """llama.cpp's flags, under its own names (llama-server / llama-cli)."""
+    """llama.cpp's flags, under its own names (llama-server / llama-cli); integers read by the CLI's bounded rule."""
+    from vramplan.cli.run_flags import bounded_int
+
     group = parser.add_argument_group("llama.cpp")
     group.add_argument("-ngl", "--n-gpu-layers", "--gpu-layers", dest="n_gpu_layers", default=None,
                        help="layers on the GPU: N or 'all' (default: the largest count that fits)")
-    group.add_argument("-c", "--ctx-size", dest="ctx_size", type=int, default=0,
+    group.add_argument("-c", "--ctx-size", dest="ctx_size", type=bounded_int("--ctx-size", 0, 2**24), default=0,
                        help="context in tokens; 0 = the model's training context (llama.cpp's default)")
     group.add_argument("-ctk", "--cache-type-k", dest="cache_type_k", default="f16", choices=rules.KV_TYPES)
     group.add_argument("-ctv", "--cache-type-v", dest="cache_type_v", default="f16", choices=rules.KV_TYPES)
     group.add_argument("-fa", "--flash-attn", dest="flash_attn", default="auto", choices=("on", "off", "auto"),
                        help="flash attention (auto: on, as CUDA and CPU support it; a quantized V cache needs it)")
-    group.add_argument("-np", "--n-parallel", "--parallel", dest="n_parallel", type=int, default=1,
+    group.add_argument("-np", "--n-parallel", "--parallel", dest="n_parallel", type=bounded_int("--n-parallel", 1, 4096), default=1,
                        help="parallel sequences (slots); each gets ctx-size / n-parallel cells unless --kv-unified")
     group.add_argument("--kv-unified", dest="kv_unified", action="store_true", help="one KV stream shared by all slots")
     group.add_argument("--no-kv-offload", dest="no_kv_offload", action="store_true", help="keep the KV cache in host RAM")
     group.add_argument("--no-mmap", dest="no_mmap", action="store_true",
                        help="read the weights into allocated host memory instead of mapping the file")
-    group.add_argument("-ub", "--ubatch-size", dest="ubatch_size", type=int, default=512, help="physical batch (compute buffer)")
-    group.add_argument("-b", "--batch-size", dest="batch_size", type=int, default=2048, help="logical batch")
+    group.add_argument("-ub", "--ubatch-size", dest="ubatch_size", type=bounded_int("--ubatch-size", 1, 2**20), default=512, help="physical batch (compute buffer)")
+    group.add_argument("-b", "--batch-size", dest="batch_size", type=bounded_int("--batch-size", 1, 2**20), default=2048, help="logical batch")
     group.add_argument("--swa-full", dest="swa_full", action="store_true", help="full-size cache for sliding-window layers")
 
 
@@ -290,9 +292,10 @@ def plan(model, gpu, settings: LlamaCppSettings, host_ram: int | None = None, fm
 
 def plan_from_args(model, gpu, args) -> LlamaCppPlan:
     """The engine contract: `model` a ModelSpec or a .gguf path, `gpu` a GPUSpec, `args` the parsed
-    flags (add_arguments) plus `host_ram` (bytes or None) and `format` (gguf-q4_k_m, ...)."""
-    return plan(model, gpu, settings_from_args(args), getattr(args, "host_ram", None), getattr(args, "format", None))
+    flags (add_arguments) plus `host_ram_bytes` (bytes or None, read by `vramplan serve` from --host-ram)
+    and `format` (gguf-q4_k_m, ...)."""
+    return plan(model, gpu, settings_from_args(args), getattr(args, "host_ram_bytes", None), getattr(args, "format", None))
 
 
-__all__ = ["ENGINE", "add_arguments", "plan_from_args", "plan", "LlamaCppPlan", "LlamaCppSettings", "Placement",
+__all__ = ["ENGINE", "add_arguments", "is_gguf_path", "plan_from_args", "plan", "LlamaCppPlan", "LlamaCppSettings", "Placement",
            "max_gpu_layers", "max_context"]
