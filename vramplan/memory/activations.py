@@ -244,28 +244,26 @@ def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
     return maximum(mlp, attention) + 2 * r_bytes * model.hidden_size
 
 
-def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_len, rank=None):
-    """Bytes alive beside the saved activations at the last layer's backward peak, dequant included.
+def layer_backward_moments(model, run, dtypes: RunDtypes, seq_len, rank=None) -> list[tuple[str, str, object, bool]]:
+    """The candidate largest moments of the last layer's backward, beside the saved activations:
+    (name, formula, bytes per token, whether the dequantized weight is alive too).
 
-    For a dense gated MLP the largest moment is one of (per token; r residual, c compute, m the
-    MLP's stream dtype: r under a quantized base, whose linears return their input dtype, else c;
-    every one also holds the incoming gradient of the layer output, r h):
+    For a dense gated MLP (per token; r residual, c compute, m the MLP's stream dtype: r under a
+    quantized base, whose linears return their input dtype, else c):
     - down_proj backward: the gradient cast to c (c h), grad_x = grad @ W (c i), the LoRA branch's
       input gradient (m i, when down_proj has LoRA) and the dequantized W (`dequant_temp_bytes`);
     - the gate*up product's backward: grad(prod), grad(act), grad(up) (3 m i);
     - checkpointing only, the end of the layer's recompute (down_proj's forward matmul): the MLP
       input held by the MLP's frame (norm output, h), the product (m i), its cast to c (c i), the
-      matmul output (c h) and the dequantized W; down_proj's own LoRA saves are not made yet.
+      matmul output (c h) and the dequantized W, less down_proj's own LoRA saves, not made yet.
     Attention (flash/SDPA): dq, dk, dv plus flash's fp32 dq accumulator; eager: the s^2 score
-    gradients. Read off the trace simulator's live set at the layer_backward peak
-    (vramplan/simulate, Llama-3.1-8B QLoRA at 512 tokens: +63 MiB with the old 3 x i + dequant sum,
-    which added an MLP gradient set and a dequantized weight that are never alive together).
+    gradients. Read off the trace simulator's live set at the layer_backward peak (vramplan/simulate).
     Fused MoE experts keep the coarse bound `backward_transient_per_token` + dequant.
     """
     rank = run.lora_rank if rank is None else rank
-    dequant = dequant_temp_bytes(model, dtypes)
     if model.is_moe:
-        return backward_transient_per_token(model, run, dtypes, seq_len) * tokens + dequant
+        return [("MoE layer backward (coarse bound)", "activations.backward_transient_per_token",
+                 backward_transient_per_token(model, run, dtypes, seq_len), True)]
     c = DTYPE_BYTES[dtypes.compute]
     r = DTYPE_BYTES[dtypes.residual]
     m = r if dtypes.base_quantized else c
@@ -273,20 +271,37 @@ def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_le
     norm_out = max(r, DTYPE_BYTES[dtypes.float_weights])
     down_lora = run.uses_lora and "down_proj" in {
         lin.name for lin in targeted_linears(model, run.lora_targets, dtypes.moe_experts)}
-    down_saved = _consumer_group_bytes(("down_proj",), i, m, c, {"down_proj"} if down_lora else set(),
-                                       run.method == "full", run.lora_dropout > 0, rank)
-    down_saved -= c * rank if down_lora else 0  # lora_B's input (r values) is not down_proj's input
-    down_backward = (c * h + c * i + (m * i if down_lora else 0)) * tokens + dequant
-    product_backward = 3 * m * i * tokens
-    moments = [down_backward, product_backward]
+    moments = [("down_proj backward", "c h + c i" + (" + m i (LoRA input gradient)" if down_lora else ""),
+                c * h + c * i + (m * i if down_lora else 0), True),
+               ("gate*up product backward", "3 m i", 3 * m * i, False)]
     if run.gradient_checkpointing:
-        moments.append((norm_out * h + m * i + c * i + c * h - down_saved) * tokens + dequant)
+        down_saved = _consumer_group_bytes(("down_proj",), i, m, c, {"down_proj"} if down_lora else set(),
+                                           run.method == "full", run.lora_dropout > 0, rank)
+        down_saved -= c * rank if down_lora else 0  # lora_B's input (r values) is not down_proj's input
+        moments.append(("end of the layer's recompute", "norm h + m i + c i + c h - down_proj's saves",
+                        norm_out * h + m * i + c * i + c * h - down_saved, True))
     if effective_attention(model, run) == "eager":
-        attention = (4 + 2 * c) * model.num_attention_heads * seq_len + r * h
+        moments.append(("eager attention backward", "(4 + 2 c) x heads x s + r h",
+                        (4 + 2 * c) * model.num_attention_heads * seq_len + r * h, True))
     else:
-        attention = c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim + r * h
-    moments.append(attention * tokens + dequant)
-    return maximum(*moments) + r * h * tokens
+        moments.append(("attention backward (dq, dk, dv, fp32 dq)", "c (q + 2 kv) + 4 q + r h",
+                        c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim + r * h, True))
+    return moments
+
+
+def incoming_gradient_per_token(model, dtypes: RunDtypes) -> int:
+    """The gradient of the layer's output, r h per token, alive through every moment of a dense layer's
+    backward (0 for fused MoE experts, whose coarse bound `backward_transient_per_token` stands alone)."""
+    return 0 if model.is_moe else DTYPE_BYTES[dtypes.residual] * model.hidden_size
+
+
+def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_len, rank=None):
+    """Bytes alive beside the saved activations at the last layer's backward peak, dequant included:
+    the largest of `layer_backward_moments` plus the incoming gradient."""
+    dequant = dequant_temp_bytes(model, dtypes)
+    moments = [per_token * tokens + (dequant if with_dequant else 0)
+               for _name, _formula, per_token, with_dequant in layer_backward_moments(model, run, dtypes, seq_len, rank)]
+    return maximum(*moments) + incoming_gradient_per_token(model, dtypes) * tokens
 
 
 def dequant_temp_bytes(model, dtypes: RunDtypes):

@@ -8,7 +8,7 @@ it is returned separately. What each optimizer keeps is data in `vramplan.optimi
 """
 from __future__ import annotations
 
-from vramplan.memory.terms import ALLOCATION, term
+from vramplan.memory.terms import ALLOCATION, term, total
 from vramplan.memory.xp import allocation_bytes, ceil_div, maximum, where
 from vramplan.optimizers import (
     BNB_8BIT_BLOCKSIZE, BNB_DYNAMIC_MAP_BYTES, BNB_MIN_8BIT_SIZE, BNB_MIN_PAGED_SIZE, get_optimizer,
@@ -104,16 +104,24 @@ def optimizer_step_temp_bytes(optimizer: str, groups, param_bytes: int):
 
 
 def optimizer_state_terms(optimizer: str, groups, param_bytes: int) -> list:
-    """Device-side state as terms: per tensor group for the formulas that are one product (AdamW's two
-    moments, SGD's momentum), one term holding `optimizer_state_bytes` for the per-tensor rules of
-    8-bit, paged and Adafactor state (thresholds, factored moments)."""
+    """Device-side state as terms, per tensor group: the plain moments (AdamW's two, SGD's one), and for
+    8-bit, paged and Adafactor state the branch of the per-tensor rule each group takes (8-bit codes
+    and absmax or 32-bit state under `min_8bit_size`, managed memory from `min_paged_size`, row and
+    column factors). On sweep arrays, where the branch differs per point, one term holds
+    `optimizer_state_bytes`."""
     entry = get_optimizer(optimizer)
+    if not groups:
+        return []
     if entry.factored or entry.eight_bit or entry.paged:
-        if not groups:
-            return []
-        device, _paged = optimizer_state_bytes(optimizer, groups, param_bytes)
-        return [term(f"{optimizer} state", "per-tensor rule (optimizer.optimizer_state_bytes)", (("B", device),),
-                     entry.source)]
+        if any(not isinstance(g.rows * g.cols, int) for g in groups):
+            device, _paged = optimizer_state_bytes(optimizer, groups, param_bytes)
+            return [term(f"{optimizer} state", "per-tensor rule (optimizer.optimizer_state_bytes)", (("B", device),),
+                         entry.source)]
+        terms = [item for g in groups for item in _rule_terms(entry, g, param_bytes)]
+        if entry.eight_bit:
+            terms.append(term("quantization maps (signed + unsigned)", "2 maps x 256 x fp32",
+                              (("maps", 2), ("B", BNB_DYNAMIC_MAP_BYTES)), entry.source, rounding=ALLOCATION))
+        return terms
     copies, element_bytes = entry.state_tensors, param_bytes if entry.state_bytes is None else entry.state_bytes
     if not copies:
         return []
@@ -123,6 +131,36 @@ def optimizer_state_terms(optimizer: str, groups, param_bytes: int) -> list:
                  rounding=ALLOCATION) for g in groups]
 
 
+def _rule_terms(entry, g, param_bytes: int) -> list:
+    """The device terms of one tensor group under an 8-bit, paged or factored entry (scalar sizes)."""
+    numel, tensors = g.rows * g.cols, entry.state_tensors * g.count
+    if entry.factored:
+        rms = term(f"{g.name} RMS", "tensors x 1 x fp32", (("tensors", g.count), ("elements", 1), ("B", 4)),
+                   entry.source, rounding=ALLOCATION)
+        if not g.is_matrix:
+            return [term(f"{g.name} second moment (vector)", "tensors x elements x fp32",
+                         (("tensors", g.count), ("elements", numel), ("B", 4)), entry.source, rounding=ALLOCATION), rms]
+        return [term(f"{g.name} row factor", "tensors x rows x fp32", (("tensors", g.count), ("rows", g.rows), ("B", 4)),
+                     entry.source, rounding=ALLOCATION),
+                term(f"{g.name} column factor", "tensors x cols x fp32",
+                     (("tensors", g.count), ("cols", g.cols), ("B", 4)), entry.source, rounding=ALLOCATION), rms]
+    paged = entry.paged and numel >= entry.min_paged_size
+    if entry.eight_bit and numel >= entry.min_8bit_size:
+        absmax = term(f"{g.name} absmax", f"state tensors x blocks of {BNB_8BIT_BLOCKSIZE} x fp32",
+                      (("tensors", tensors), ("blocks", -(-numel // BNB_8BIT_BLOCKSIZE)), ("B", 4)), entry.source,
+                      rounding=ALLOCATION)
+        if paged:
+            return [absmax]  # the uint8 codes live in managed memory (paged_optimizer_bytes)
+        return [term(f"{g.name} 8-bit state", "state tensors x elements x 1 B",
+                     (("tensors", tensors), ("elements", numel), ("B", 1)), entry.source, rounding=ALLOCATION), absmax]
+    if paged:
+        return []  # managed memory, outside max_memory_allocated
+    element_bytes = 4 if entry.eight_bit else (param_bytes if entry.state_bytes is None else entry.state_bytes)
+    why = f" (< {entry.min_8bit_size} elements: 32-bit)" if entry.eight_bit else ""
+    return [term(f"{g.name} state{why}", "state tensors x elements x B",
+                 (("tensors", tensors), ("elements", numel), ("B", element_bytes)), entry.source, rounding=ALLOCATION)]
+
+
 def optimizer_step_temp_terms(optimizer: str, groups, param_bytes: int) -> list:
     """`optimizer_step_temp_bytes` as terms: foreach AdamW's sqrt copy per tensor group, else one term."""
     entry = get_optimizer(optimizer)
@@ -130,8 +168,33 @@ def optimizer_step_temp_terms(optimizer: str, groups, param_bytes: int) -> list:
         return [term(g.name, "sqrt(exp_avg_sq) copy: tensors x elements x P",
                      (("tensors", g.count), ("elements", g.rows * g.cols), ("P", param_bytes)),
                      "torch/optim/adamw.py (_multi_tensor_adamw)", rounding=ALLOCATION) for g in groups]
+    if entry.step_temp == "adafactor_loop" and groups and all(isinstance(g.rows * g.cols, int) for g in groups):
+        return _adafactor_step_terms(entry, groups, param_bytes)
     nbytes = optimizer_step_temp_bytes(optimizer, groups, param_bytes)
     if isinstance(nbytes, int) and nbytes == 0:
         return []
     return [term(f"{optimizer} step temporaries", "optimizer.optimizer_step_temp_bytes", (("B", nbytes),),
                  entry.source)]
+
+
+def _adafactor_step_terms(entry, groups, param_bytes: int) -> list:
+    """The tensor whose update is the step's largest moment (`optimizer_step_temp_bytes`), written out:
+    its fp32 copies plus its row and column factors or the previous tensor's update, whichever is larger."""
+    copies = 2 if param_bytes == 4 else 4
+    best, best_bytes, previous = [], -1, None
+    for g in groups:
+        numel = g.rows * g.cols
+        parts = [term(f"{g.name}: fp32 copies in its update", "copies x elements x fp32",
+                      (("copies", copies), ("elements", numel), ("B", 4)), entry.source, rounding=ALLOCATION)]
+        factors = [term(f"{g.name} row factor", "1 x rows x fp32", (("tensors", 1), ("rows", g.rows), ("B", 4)),
+                        entry.source, rounding=ALLOCATION),
+                   term(f"{g.name} column factor", "1 x cols x fp32", (("tensors", 1), ("cols", g.cols), ("B", 4)),
+                        entry.source, rounding=ALLOCATION)] if g.is_matrix else []
+        carried = [term(f"{previous.name}: previous update, kept by the loop variable", "1 x elements x fp32",
+                        (("tensors", 1), ("elements", previous.rows * previous.cols), ("B", 4)), entry.source,
+                        rounding=ALLOCATION)] if previous is not None and g.count > 1 else []
+        parts += factors if total(factors) >= total(carried) else carried
+        if total(parts) > best_bytes:
+            best, best_bytes = parts, total(parts)
+        previous = g if g.count > 1 else None
+    return best

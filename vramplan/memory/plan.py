@@ -111,9 +111,7 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
     bs = (("b", batch), ("s", seq))
     saved_per_token = sum(activations.saved_bytes_per_token(model, run, dtypes, seq, rank).values())
     copies_layer = activations.per_layer_weight_copies(model, run, dtypes, rank)
-    transient = [term("last layer's backward temporaries", "largest moment (activations.layer_backward_transient_bytes)",
-                      (("B", activations.layer_backward_transient_bytes(model, run, dtypes, batch * seq, seq, rank)),),
-                      "trace simulator live set at layer_backward")]
+    transient = layer_backward_transient_terms(model, run, dtypes, batch, seq, rank)
     logits_fwd, logits_bwd = logits.logits_loss_terms(model, run, dtypes, batch, seq)
     head_grads = []
     if run.method == "full":
@@ -173,6 +171,24 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
         "backward_end": {**base, "gradients": grads_all + tied, "activations": last_layer},
         "optimizer": {**base, "gradients": grads_all, "optimizer_step_temp": step_temp},
     }
+
+
+def layer_backward_transient_terms(model, run, dtypes: RunDtypes, batch, seq, rank) -> list:
+    """`activations.layer_backward_transient_bytes` as terms: the largest moment of the last layer's
+    backward (B/token x b x s, plus the dequantized weight where it is alive) and the incoming gradient."""
+    source = "activations.layer_backward_moments (trace simulator live set at layer_backward)"
+    moments = []
+    for name, formula, per_token, with_dequant in activations.layer_backward_moments(model, run, dtypes, seq, rank):
+        parts = [term(name, f"({formula}) B/token x b x s", (("B/token", per_token), ("b", batch), ("s", seq)), source)]
+        dequant = activations.dequant_temp_bytes(model, dtypes) if with_dequant else 0
+        if dequant:
+            parts.append(term("dequantized weight", "largest linear x C", (("B", dequant),), "bitsandbytes MatMul4Bit"))
+        moments.append(parts)
+    incoming = activations.incoming_gradient_per_token(model, dtypes)
+    incoming_terms = [term("incoming gradient of the layer output", "r h x b x s",
+                           (("B/token", incoming), ("b", batch), ("s", seq)), source)] if incoming else []
+    return largest("last layer's backward temporaries", "largest moment (activations.layer_backward_moments)",
+                   moments, source) + incoming_terms
 
 
 def _any(value) -> bool:
