@@ -1,7 +1,7 @@
-"""Write validation/published/release_dates.toml: the upload date of every final release (X.Y or X.Y.Z,
+"""Write validation/published/stack/release_dates.toml: the upload date of every final release (X.Y or X.Y.Z,
 no rc/dev/post) of the libraries a --stack names, read from PyPI's JSON API.
 
-    python validation/published/release_dates.py > validation/published/release_dates.toml
+    python validation/published/stack/release_dates.py > validation/published/stack/release_dates.toml
 
 The date of a release is the earliest `upload_time` among its files (`releases[v][i]['upload_time']`
 of https://pypi.org/pypi/<package>/json). Only the standard library is used; the output is data that
@@ -38,7 +38,7 @@ def _key(version: str) -> tuple[int, ...]:
 def main() -> None:
     today = datetime.date.today().isoformat()
     print("# Final releases (X.Y[.Z]) and the day their first file reached PyPI.")
-    print(f"# Fetched {today} by: python validation/published/release_dates.py > validation/published/release_dates.toml")
+    print(f"# Fetched {today} by: python validation/published/stack/release_dates.py > validation/published/stack/release_dates.toml")
     print("# (PyPI JSON API: releases[version][i]['upload_time'], earliest file.)")
     print(f'fetched = "{today}"')
     for package in PACKAGES:
