@@ -84,7 +84,7 @@ class Entry:
     notes: str = ""
     recipe: str = "none"  # a vramplan recipe (vramplan.stack.recipes.RECIPES) or "none"
     versions: str = ""  # the versions the source states, "pkg=ver,..."; "" = none stated
-    uses: tuple[str, ...] = ()  # the libraries the stack runs (their unstated versions: as on the date)
+    uses: tuple[str, ...] = DEFAULT_USES  # the libraries the stack runs (their unstated versions: as on the date)
     recipe_note: str = ""
 
 
@@ -97,10 +97,6 @@ class Comparison:
     planner_fits: bool
     planned_stack: str = "current"  # the --stack the entry was planned with
     planned_recipe: str = "none"
-
-    @property
-    def stack_text(self) -> str:
-        return f"{self.planned_recipe}; {self.planned_stack}"
 
     @property
     def has_verdict(self) -> bool:
@@ -428,8 +424,12 @@ def _summary_lines(summary: Summary) -> list[str]:
     return lines
 
 
+def _all_default(summary: Summary) -> bool:
+    return all(c.planned_stack == "current" and c.planned_recipe == "none" for c in summary.comparisons)
+
+
 def _stack_line(summary: Summary) -> str:
-    if all(c.planned_stack == "current" and c.planned_recipe == "none" for c in summary.comparisons):
+    if _all_default(summary):
         return "planned with the planner's current releases and no recipe (--default-stack)"
     recipes = sorted({c.planned_recipe for c in summary.comparisons})
     return (f"each planned under its own stack: recipe {'/'.join(recipes)} as the source's framework, "
@@ -438,8 +438,7 @@ def _stack_line(summary: Summary) -> str:
 
 def to_json(summary: Summary) -> dict:
     return {
-        "stack_applied": "current releases, no recipe" if all(
-            c.planned_stack == "current" and c.planned_recipe == "none" for c in summary.comparisons) else "per entry",
+        "stack_applied": "current releases, no recipe" if _all_default(summary) else "per entry",
         "sources": summary.sources,
         "entries": [
             {"id": c.entry.id, "source": c.entry.source.id, "citation": c.entry.source.citation, "url": c.entry.source.url,
