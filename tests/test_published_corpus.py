@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import sys
+from datetime import date as date_type, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,9 @@ from vramplan.solvers import max_seq_len
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from validation import published  # noqa: E402
+from validation import published_stack  # noqa: E402
+from vramplan.stack.profile import parse_explicit, resolve_stack  # noqa: E402
+from vramplan.stack.version import Version  # noqa: E402
 
 GOOD_SOURCE = '''[source]
 id = "s"
@@ -32,6 +37,7 @@ id = "e1"
 table = "table 1, row 1"
 quote = "| 7B | 10.0 GB |"
 stack = "unstated"
+recipe = "hf-trainer"
 hardware = "1x A100 80GB"
 gpu = "a100-80g"
 model = "llama-2-7b"
@@ -82,7 +88,8 @@ def test_each_planner_quantity_is_the_plan_number_for_that_convention(entries, c
     assert {"allocated", "nvidia_smi", "max_context", "oom"} <= set(by_kind)
     for kind, comparison in by_kind.items():
         entry = comparison.entry
-        model, gpu, run = resolve_model(entry.model), get_gpu(entry.gpu), make_run(**entry.run)
+        run = make_run(**entry.run, **published.stack_run_fields(entry))
+        model, gpu = resolve_model(entry.model), get_gpu(entry.gpu)
         if kind == "max_context":
             assert comparison.predicted == max_seq_len(model, gpu, run)
             continue
@@ -116,7 +123,9 @@ def test_the_command_summary_matches_a_recomputation(capsys, comparisons):
     assert summary["source_oom_called_fits"] == [row["id"] for row in rows if not row["source_fits"] and row["planner_fits"]]
     worst = sorted((row for row in rows if row["in_error_stats"]), key=lambda row: abs(row["error_pct"]), reverse=True)
     assert summary["worst"] == [row["id"] for row in worst[:3]]
-    assert data["stack_applied"] == "default" and all(row["stack_stated"] for row in rows)
+    assert data["stack_applied"] == "per entry" and all(row["stack_stated"] for row in rows)
+    assert [(row["planned_stack"], row["planned_recipe"]) for row in rows] == \
+        [(c.planned_stack, c.planned_recipe) for c in comparisons]
 
 
 def test_the_text_table_lists_every_entry_and_the_summary(capsys, entries):
@@ -126,8 +135,96 @@ def test_the_text_table_lists_every_entry_and_the_summary(capsys, entries):
     assert "median" in out and "verdict agreement" in out and "worst:" in out
 
 
-def test_the_default_stack_adapter_changes_nothing_yet():
-    assert published.stack_run_fields("LLaMA-Factory") == {}
+SAMPLE_DATES = ("2024-04-15", "2024-05-27", "2024-11-18", "2025-01-14", "2025-04-10")
+
+
+def test_the_release_data_file_holds_only_final_releases_the_stack_parser_accepts():
+    dates = published_stack.release_dates()
+    assert set(dates) == set(published_stack.DATED_PACKAGES)
+    for package, releases in dates.items():
+        assert len(releases) > 5, package
+        for version, day in releases.items():
+            assert re.fullmatch(r"\d+\.\d+(\.\d+)?", version) and len(day) == 10, (package, version)
+            parse_explicit(f"{package}={version}")
+
+
+@pytest.mark.parametrize("date", SAMPLE_DATES)
+def test_the_date_rule_picks_the_highest_final_release_uploaded_by_that_day(date):
+    dates = published_stack.release_dates()
+    text = published_stack.versions_on(date)
+    chosen = dict(part.split("=") for part in text.split(","))
+    assert list(chosen) == list(published_stack.DATED_PACKAGES)
+    for package, version in chosen.items():
+        released = [v for v, day in dates[package].items() if day <= date]
+        assert dates[package][version] <= date
+        assert all(Version.parse(v) <= Version.parse(version) for v in released), (package, version)
+    resolve_stack(text)  # a valid --stack
+
+
+def test_a_release_counts_from_its_upload_day_not_the_day_before():
+    day = published_stack.release_dates()["transformers"]["4.48.0"]
+    before = (date_type.fromisoformat(day) - timedelta(days=1)).isoformat()
+    assert published_stack.release_on("transformers", day) == "4.48.0"
+    assert Version.parse(published_stack.release_on("transformers", before)) < "4.48"
+
+
+def test_the_unsloth_readme_date_gets_the_transformers_with_the_shifted_fp32_copy(entries):
+    from vramplan.stack.rules import causal_lm_loss_upcast
+
+    entry = next(e for e in entries if e.id == "unsloth-8b-hf-24gb")
+    stack = resolve_stack(published.stack_run_fields(entry)["stack"])
+    assert causal_lm_loss_upcast(stack["transformers"]) == "loss_shifted_copy"
+
+
+def test_stated_versions_are_kept_and_the_rest_come_from_the_date(entries):
+    fms = next(e for e in entries if e.source.id == "fms-acceleration-refs")
+    pairs = dict(part.split("=") for part in published.stack_run_fields(fms)["stack"].split(","))
+    assert pairs["torch"] == "2.2" == dict(part.split("=") for part in fms.versions.split(","))["torch"]
+    assert pairs["bitsandbytes"] == published_stack.release_on("bitsandbytes", fms.source.date)
+    text = published_stack.planner_stack("2025-01-14", "transformers=4.44", ("transformers", "peft"))
+    assert text == "transformers=4.44,peft=" + published_stack.release_on("peft", "2025-01-14")
+
+
+def test_libraries_a_stack_does_not_use_keep_the_current_release(entries):
+    torchtune = next(e for e in entries if e.source.id == "torchtune-readme")
+    stack = resolve_stack(published.stack_run_fields(torchtune)["stack"])
+    current = resolve_stack("current")
+    assert [stack[p] for p in ("transformers", "peft", "bitsandbytes")] == \
+        [current[p] for p in ("transformers", "peft", "bitsandbytes")]
+    assert stack["torch"] == published_stack.release_on("torch", torchtune.source.date)
+
+
+def test_every_entry_names_a_recipe_and_none_says_why(entries):
+    for entry in entries:
+        assert entry.recipe in published_stack.RECIPE_CHOICES
+        assert entry.recipe != "none" or entry.recipe_note, entry.id
+    recipes = {e.id: e.recipe for e in entries}
+    assert recipes["unsloth-8b-hf-24gb"] == "hf-trainer" and recipes["unsloth-8b-unsloth-24gb"] == "unsloth"
+    assert recipes["litgpt-llama2-7b-qlora"] == "none"
+
+
+def test_the_applied_stack_and_recipe_reach_the_run_and_the_plan(entries, comparisons):
+    for entry, comparison in zip(entries, comparisons):
+        fields = published.stack_run_fields(entry)
+        run = make_run(**entry.run, **fields)
+        assert run.stack == comparison.planned_stack == fields["stack"]
+        assert (run.recipe or "none") == comparison.planned_recipe == entry.recipe
+    fms = next(c for c in comparisons if c.entry.id == "fms-mistral7b-qlora-bs4")
+    run = make_run(**fms.entry.run, **published.stack_run_fields(fms.entry))
+    stack = plan(resolve_model(fms.entry.model), get_gpu(fms.entry.gpu), run).stack
+    assert stack["bitsandbytes"] == "0.43.1" and stack["recipe"] == "hf-trainer" and stack["bnb_4bit_keeps_inputs"]
+    assert run.kbit_prep is True  # the hf-trainer recipe filled the knob the entry left out
+
+
+def test_the_default_stack_plans_with_the_current_releases_and_no_recipe(entries, capsys):
+    entry = next(e for e in entries if e.id == "unsloth-8b-hf-24gb")
+    old, new = published.compare(entry, default_stack=True), published.compare(entry)
+    assert (old.planned_stack, old.planned_recipe) == ("current", "none")
+    model, gpu = resolve_model(entry.model), get_gpu(entry.gpu)
+    assert old.predicted == max_seq_len(model, gpu, make_run(**entry.run, stack="current"))
+    assert new.predicted < old.predicted  # the shifted fp32 logits copy of transformers 4.46-4.48
+    assert main(["validate", "published", "--default-stack"]) == 0
+    assert "no recipe (--default-stack)" in capsys.readouterr().out
 
 
 def test_a_minimal_file_parses_and_defaults_are_inherited(tmp_path):
@@ -156,6 +253,10 @@ MALFORMED = [
     ("bad run value", (GOOD_SOURCE + GOOD_ENTRY.replace("seq_len = 512", "seq_len = 0")).encode(), "run.seq_len"),
     ("unstated not a list", (GOOD_SOURCE + GOOD_ENTRY.replace('["optimizer"]', '"optimizer"')).encode(), "unstated"),
     ("empty text", (GOOD_SOURCE + GOOD_ENTRY.replace('stack = "unstated"', 'stack = ""')).encode(), "stack: must be a non-empty"),
+    ("unknown recipe", (GOOD_SOURCE + GOOD_ENTRY.replace('recipe = "hf-trainer"', 'recipe = "litgpt"')).encode(), "recipe: one of"),
+    ("no recipe without a reason", (GOOD_SOURCE + GOOD_ENTRY.replace('recipe = "hf-trainer"', 'recipe = "none"')).encode(), "recipe_note"),
+    ("bad stated versions", (GOOD_SOURCE + GOOD_ENTRY + 'versions = "torch=two"\n').encode(), "versions: torch"),
+    ("unknown package used", (GOOD_SOURCE + GOOD_ENTRY + 'uses = ["torchao"]\n').encode(), "uses: a list"),
     ("entry-only key in defaults", (GOOD_SOURCE + '[defaults]\nvalue = 3\n' + GOOD_ENTRY).encode(), "defaults: unknown key 'value'"),
 ]
 

@@ -17,8 +17,12 @@ What each measurement is compared with (the planner's matching quantity):
 - max_context: `vramplan.solvers.max_seq_len` (0 = the source reports OOM at every length);
 - oom: the verdict; unstated: the device total, shown but left out of the error statistics.
 
-Until the software-stack rules (`--stack` / `--recipe`) are connected in `stack_run_fields`, every
-entry is planned with the default stack; its stated stack is recorded and printed.
+Each entry is planned under its stack (`stack_run_fields`): `recipe` names the framework's vramplan
+recipe (RunConfig.recipe; "none" where vramplan has none, with `recipe_note` saying why), `versions`
+the library versions the source states, and `uses` the libraries its stack runs; the versions not
+stated are the releases current on the source's date (validation/published_stack.py). With
+`default_stack=True` every entry is planned with the planner's current releases and no recipe, as
+before the stacks were connected.
 """
 from __future__ import annotations
 
@@ -37,17 +41,19 @@ MAX_TEXT_CHARS = 4000
 MAX_VALUE = 1e15  # larger than any memory in bytes or context in tokens a real source prints
 
 SOURCE_KEYS = ("id", "citation", "url", "date", "kind")
-ENTRY_KEYS = ("id", "table", "quote", "stack", "hardware", "gpu", "model", "run", "unstated",
+ENTRY_KEYS = ("id", "table", "quote", "stack", "recipe", "hardware", "gpu", "model", "run", "unstated",
               "assumed", "measured", "value", "unit")
-OPTIONAL_ENTRY_KEYS = ("notes",)
+OPTIONAL_ENTRY_KEYS = ("notes", "versions", "uses", "recipe_note")
 ENTRY_ONLY_KEYS = ("id", "table", "quote", "value")  # never inherited from [defaults]
-TEXT_KEYS = ("id", "table", "quote", "stack", "hardware", "gpu", "model", "assumed", "measured", "unit", "notes")
+TEXT_KEYS = ("id", "table", "quote", "stack", "recipe", "hardware", "gpu", "model", "assumed", "measured", "unit",
+             "notes", "recipe_note")
 
 UNIT_BYTES = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 BYTE_MEASURES = ("allocated", "active", "reserved", "nvidia_smi", "allocated_init", "unstated")
 MEASURED_UNITS = {**{kind: tuple(UNIT_BYTES) for kind in BYTE_MEASURES},
                   "max_context": ("tokens",), "oom": ("none",)}
 KNOWN_CONVENTION = frozenset(MEASURED_UNITS) - {"unstated"}
+DEFAULT_USES = ("transformers", "peft", "bitsandbytes", "torch")  # an HF-based stack; `uses` overrides
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,10 @@ class Entry:
     value: float
     unit: str
     notes: str = ""
+    recipe: str = "none"  # a vramplan recipe (vramplan.stack.recipes.RECIPES) or "none"
+    versions: str = ""  # the versions the source states, "pkg=ver,..."; "" = none stated
+    uses: tuple[str, ...] = DEFAULT_USES  # the libraries the stack runs (their unstated versions: as on the date)
+    recipe_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,7 +95,8 @@ class Comparison:
     error_pct: float | None  # (predicted - measured) / measured, None where no number is compared
     source_fits: bool
     planner_fits: bool
-    planned_stack: str = "default"
+    planned_stack: str = "current"  # the --stack the entry was planned with
+    planned_recipe: str = "none"
 
     @property
     def has_verdict(self) -> bool:
@@ -101,14 +112,18 @@ class Comparison:
         return self.error_pct is not None and self.entry.measured in KNOWN_CONVENTION
 
 
-def stack_run_fields(stack: str) -> dict:
-    """RunConfig fields that an entry's stated stack implies: the seam for `--stack` / `--recipe`.
+def stack_run_fields(entry: "Entry", default_stack: bool = False) -> dict:
+    """RunConfig `stack` and `recipe` for an entry: its recipe ("none": no field), the versions it states,
+    and for the libraries its stack uses whose versions it does not state, the releases current on the
+    source's date (validation/published_stack.py). `default_stack`: the current releases, no recipe."""
+    from validation.published_stack import NO_RECIPE, planner_stack
 
-    Today it returns {}: entries are planned with the planner's default stack (transformers 5.x,
-    peft, bitsandbytes >= 0.43.2, the HF Trainer). When the software-stack rules land, this maps
-    the stated stack (e.g. "LLaMA-Factory", "unsloth", "bitsandbytes 0.43.1") to their fields.
-    """
-    return {}
+    if default_stack:
+        return {"stack": "current"}
+    fields = {"stack": planner_stack(entry.source.date, entry.versions, entry.uses)}
+    if entry.recipe != NO_RECIPE:
+        fields["recipe"] = entry.recipe
+    return fields
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -209,10 +224,21 @@ def _entry(table, defaults: dict, source: Source, where: str) -> Entry:
     if measured in BYTE_MEASURES and value == 0:
         raise InputError(f"{where}.value", f"a {measured} measurement must be above 0")
     _check_run(merged["run"], f"{where}.run")
+    from validation.published_stack import RECIPE_CHOICES, check_uses, check_versions
+
+    if merged["recipe"] not in RECIPE_CHOICES:
+        raise InputError(f"{where}.recipe", f"one of {', '.join(RECIPE_CHOICES)} (got {merged['recipe'][:40]!r})")
+    if merged["recipe"] == "none" and not merged.get("recipe_note"):
+        raise InputError(f"{where}.recipe_note", "say why no vramplan recipe fits the source's framework")
+    if not isinstance(merged.get("versions", ""), str):
+        raise InputError(f"{where}.versions", "a string of pkg=ver pairs, like torch=2.2,transformers=4.44")
+    versions = check_versions(merged.get("versions", "").strip(), f"{where}.versions")
+    uses = check_uses(merged.get("uses", list(DEFAULT_USES)), f"{where}.uses")
     return Entry(source=source, id=merged["id"], table=merged["table"], quote=merged["quote"],
                  stack=merged["stack"], hardware=merged["hardware"], gpu=merged["gpu"], model=merged["model"],
                  run=dict(merged["run"]), unstated=tuple(unstated), assumed=merged["assumed"],
-                 measured=measured, value=float(value), unit=unit, notes=merged.get("notes", ""))
+                 measured=measured, value=float(value), unit=unit, notes=merged.get("notes", ""),
+                 recipe=merged["recipe"], versions=versions, uses=uses, recipe_note=merged.get("recipe_note", ""))
 
 
 def _check_run(run: dict, where: str) -> None:
@@ -244,25 +270,29 @@ def _text(table: dict, key: str, where: str) -> None:
 
 # ---- comparing -----------------------------------------------------------------------------
 
-def compare(entry: Entry) -> Comparison:
-    """The planner's quantity matching what the entry measured, in the entry's unit."""
+def compare(entry: Entry, default_stack: bool = False) -> Comparison:
+    """The planner's quantity matching what the entry measured, in the entry's unit, under the entry's
+    stack (or the current releases with `default_stack`)."""
     from vramplan.estimate import make_run, plan
     from vramplan.gpus import get_gpu
     from vramplan.resolve import resolve_model
     from vramplan.solvers import max_seq_len
 
     model, gpu = resolve_model(entry.model), get_gpu(entry.gpu)
-    run = make_run(**{**entry.run, **stack_run_fields(entry.stack)})
+    fields = stack_run_fields(entry, default_stack)
+    run = make_run(**{**entry.run, **fields})
+    applied = {"planned_stack": fields["stack"], "planned_recipe": fields.get("recipe", "none")}
     if entry.measured == "max_context":
         best = max_seq_len(model, gpu, run)
         error = None if entry.value == 0 else (best - entry.value) / entry.value
-        return Comparison(entry, float(best), error, source_fits=entry.value > 0, planner_fits=best > 0)
+        return Comparison(entry, float(best), error, source_fits=entry.value > 0, planner_fits=best > 0, **applied)
     breakdown = plan(model, gpu, run)
     if entry.measured == "oom":
-        return Comparison(entry, float(breakdown.fits), None, source_fits=False, planner_fits=breakdown.fits)
+        return Comparison(entry, float(breakdown.fits), None, source_fits=False, planner_fits=breakdown.fits,
+                          **applied)
     predicted = planner_bytes(breakdown, entry.measured) / UNIT_BYTES[entry.unit]
     return Comparison(entry, predicted, (predicted - entry.value) / entry.value,
-                      source_fits=True, planner_fits=breakdown.fits)  # a run that was measured ran
+                      source_fits=True, planner_fits=breakdown.fits, **applied)  # a run that was measured ran
 
 
 def planner_bytes(breakdown, measured: str) -> int:
@@ -345,10 +375,21 @@ def _row(c: Comparison) -> list[str]:
     verdict = ("ok" if c.verdict_agrees else "DIFFERS") + f" ({'fits' if c.planner_fits else 'OOM'})"
     if not c.has_verdict:
         verdict = "n/a (init only)"
-    return [c.entry.id, c.entry.measured, _measured_text(c.entry), _number(c.predicted, c.entry.unit), error, verdict]
+    return [c.entry.id, c.entry.measured, _measured_text(c.entry), _number(c.predicted, c.entry.unit), error, verdict,
+            _short_stack(c)]
 
 
-HEADER = ["entry", "measured", "source", "planner", "error", "verdict (planner)"]
+def _short_stack(c: Comparison) -> str:
+    """recipe and the versions that decide the rules (transformers, peft, bitsandbytes), for the table."""
+    if c.planned_stack == "current":
+        return f"{c.planned_recipe}; current releases"
+    pairs = dict(part.split("=") for part in c.planned_stack.split(","))
+    named = [f"{short}{pairs[name]}" for name, short in (("transformers", "tf"), ("peft", "peft"), ("bitsandbytes", "bnb"))
+             if name in pairs]
+    return f"{c.planned_recipe}; " + (" ".join(named) or "current tf/peft/bnb")
+
+
+HEADER = ["entry", "measured", "source", "planner", "error", "verdict (planner)", "planned stack (recipe; versions)"]
 
 
 def render_text(summary: Summary) -> str:
@@ -370,8 +411,7 @@ def _summary_lines(summary: Summary) -> list[str]:
         return "n/a" if value is None else f"{value:.1f}%"
 
     lines = [
-        f"{len(summary.comparisons)} entries from {summary.sources} sources, planned with the default stack "
-        "(stated stacks recorded, not yet applied)",
+        f"{len(summary.comparisons)} entries from {summary.sources} sources, " + _stack_line(summary),
         f"absolute error over {summary.error_entries} entries with a known convention: median {pct(summary.median_abs_error_pct)}, "
         f"max {pct(summary.max_abs_error_pct)} (unstated-convention errors in parentheses, not counted)",
         f"verdict agreement: {summary.verdict_agree}/{summary.verdict_total} entries with a verdict; source-OOM entries the planner calls fits: "
@@ -384,14 +424,28 @@ def _summary_lines(summary: Summary) -> list[str]:
     return lines
 
 
+def _all_default(summary: Summary) -> bool:
+    return all(c.planned_stack == "current" and c.planned_recipe == "none" for c in summary.comparisons)
+
+
+def _stack_line(summary: Summary) -> str:
+    if _all_default(summary):
+        return "planned with the planner's current releases and no recipe (--default-stack)"
+    recipes = sorted({c.planned_recipe for c in summary.comparisons})
+    return (f"each planned under its own stack: recipe {'/'.join(recipes)} as the source's framework, "
+            "stated versions as stated, unstated ones as released on the source's date")
+
+
 def to_json(summary: Summary) -> dict:
     return {
-        "stack_applied": "default",
+        "stack_applied": "current releases, no recipe" if _all_default(summary) else "per entry",
         "sources": summary.sources,
         "entries": [
             {"id": c.entry.id, "source": c.entry.source.id, "citation": c.entry.source.citation, "url": c.entry.source.url,
              "date": c.entry.source.date, "table": c.entry.table, "quote": c.entry.quote,
-             "stack_stated": c.entry.stack, "hardware": c.entry.hardware, "gpu": c.entry.gpu, "model": c.entry.model,
+             "stack_stated": c.entry.stack, "versions_stated": c.entry.versions, "uses": list(c.entry.uses),
+             "planned_stack": c.planned_stack, "planned_recipe": c.planned_recipe, "recipe_note": c.entry.recipe_note,
+             "hardware": c.entry.hardware, "gpu": c.entry.gpu, "model": c.entry.model,
              "run": c.entry.run, "unstated": list(c.entry.unstated), "assumed": c.entry.assumed,
              "measured": c.entry.measured, "unit": c.entry.unit, "value": c.entry.value, "predicted": c.predicted,
              "error_pct": None if c.error_pct is None else c.error_pct * 100, "in_error_stats": c.in_error_stats,

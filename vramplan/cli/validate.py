@@ -69,6 +69,8 @@ def add_parser(subparsers) -> None:
     published.add_argument("--markdown", action="store_true", help="Markdown table (for the README)")
     published.add_argument("--worst", type=bounded_int("--worst", 0, 10_000), default=5, metavar="N",
                            help="how many worst entries to list (default 5)")
+    published.add_argument("--default-stack", action="store_true",
+                           help="plan every entry with the current releases and no recipe, not the entry's own stack")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +134,8 @@ def _published(args) -> int:
 
     published = validation_module("published")
     entries = published.read_corpus(args.paths or None)
-    summary = published.summarize([published.compare(entry) for entry in entries], worst=args.worst)
+    summary = published.summarize([published.compare(entry, default_stack=args.default_stack) for entry in entries],
+                                  worst=args.worst)
     if args.json:
         print(json.dumps(published.to_json(summary), indent=2))
     else:
