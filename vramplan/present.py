@@ -36,6 +36,37 @@ def table(header: list[str], rows: list[list[str]], align_right_from: int = 1) -
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
+ROUNDING_TEXT = {"512 B blocks": " (each tensor rounded up to 512 B)", "floor": " (rounded down)"}
+
+
+def term_arithmetic(item: dict) -> str:
+    """A term's factors as the plan multiplied them: `2 tensors x 4,096 elements x 2 B`, and its rounding."""
+    product = " x ".join(f"{_number(value)} {unit}" for unit, value in item["factors"])
+    return product + ROUNDING_TEXT.get(item["rounding"], "")
+
+
+def _number(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def component_terms(gpu, run, breakdown) -> list[dict]:
+    """[{component, label, bytes, terms}] for every non-zero component at the peak; the costs outside
+    `max_memory_allocated` (allocator reserve, CUDA context) come last with their own one term."""
+    from vramplan.components import label
+    from vramplan.memory.overhead import overhead_terms
+    from vramplan.memory.terms import as_dict
+
+    terms = dict(breakdown.terms)
+    for name, item in overhead_terms(breakdown.peak_allocated_bytes, run, gpu).items():
+        terms[name] = (as_dict(item),)
+    rows = []
+    for name, value in breakdown.components().items():
+        if value:
+            rows.append({"component": name, "label": label(name), "bytes": value,
+                         "terms": [item for item in terms.get(name, ()) if item["bytes"]]})
+    return rows
+
+
 def describe_run(plan) -> str:
     """One line that says what was planned."""
     run = plan.run

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vramplan.components import label
 from vramplan.plots.output import output_path, write_bytes
-from vramplan.present import command_line, describe_run, gib
+from vramplan.present import command_line, component_terms, describe_run, gib, term_arithmetic
 
 REPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 SEQ_SWEEP_POINTS = 40
@@ -48,6 +48,14 @@ def _breakdown_blocks(breakdown) -> list[Block]:
     if breakdown.notes:
         blocks.append(Block("list", rows=tuple((note,) for note in breakdown.notes)))
     return blocks
+
+
+def _term_blocks(gpu, run, breakdown) -> list[Block]:
+    """Every component's named terms with the numbers the plan multiplied (as `vramplan explain` prints them)."""
+    rows = tuple((row["label"], item["name"], item["formula"], term_arithmetic(item), f"{item['bytes']:,}")
+                 for row in component_terms(gpu, run, breakdown) for item in row["terms"])
+    return [Block("h2", "How each component is computed"),
+            Block("table", header=("component", "term", "formula", "numbers", "bytes"), rows=rows)]
 
 
 def _advice_blocks(advice, fits: bool) -> list[Block]:
@@ -94,6 +102,7 @@ def report_blocks(model, gpu, run, command: str | None = None) -> tuple[str, lis
         *[Block("p", f"Warning: {warning}.") for warning in breakdown.warnings],
         Block("code", command or command_line(model.name, gpu.key, run)),
         *_breakdown_blocks(breakdown),
+        *_term_blocks(gpu, run, breakdown),
         *_advice_blocks(advise(model, gpu, run), breakdown.fits),
         Block("h2", "Figures"),
         *_figure_blocks(model, gpu, run, breakdown),
