@@ -53,6 +53,7 @@ def test_every_knob_moves_the_answer_exactly_as_plan_does(tmp_path):
         ("gpu_size", "11GiB", "llama-3.2-1b", "11GiB", {}),
         ("model_path", str(config), str(config), "11GiB", {}),
         ("model", "llama-2-7b", "llama-2-7b", "11GiB", {}),
+        ("kbit_prep", "norms", None, None, {"kbit_prep": "norms"}),  # a bool | Literal field: a select of words
         ("method", "lora", None, None, {"method": "lora"}),
         ("weight_format", "fp16", None, None, {"weight_format": "fp16"}),
         ("double_quant", False, None, None, {"double_quant": False}),

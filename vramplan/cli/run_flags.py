@@ -7,7 +7,7 @@ import typing
 
 from vramplan.errors import InputError
 from vramplan.present import SHORT_FLAGS, flag_name
-from vramplan.specs.run import RunConfig, field_choices
+from vramplan.specs.run import RunConfig, field_choices, field_words
 from vramplan.text import parse_float, parse_int
 
 
@@ -55,8 +55,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
             continue
         choices = list(field_choices(name) or ())
         base = _non_none(field.annotation)
-        if choices and bool in typing.get_args(field.annotation):  # kbit_prep: True | "norms" | False
-            words = ["full", *choices, "none"]
+        if words := field_words(name):  # kbit_prep: True | "norms" | False
+            words = list(words)
             group.add_argument(*flags, dest=name, choices=words, default=None, metavar="{" + ",".join(words) + "}",
                                help=help_text)
             group.add_argument("--no-" + flags[0][2:], dest=name, action="store_const", const="none",

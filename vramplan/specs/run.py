@@ -133,7 +133,7 @@ class RunConfig(BaseModel):
     @field_validator("kbit_prep", mode="before")
     @classmethod
     def _kbit_prep_words(cls, value):
-        """The CLI words: full (True), norms, none (False)."""
+        """The words of `field_words`: full (True), norms, none (False)."""
         return {"full": True, "none": False}.get(value, value) if isinstance(value, str) else value
 
     @field_validator("quant_blocksize")
@@ -181,6 +181,19 @@ class RunConfig(BaseModel):
         if self.method == "full" and self.full_precision == "mixed":
             return "fp32"
         return compute_dtype
+
+
+def field_words(name: str) -> tuple[str, ...] | None:
+    """The words a `bool | Literal[...]` field is set with (kbit_prep: full, norms, none), else None."""
+    choices = field_choices(name)
+    if choices and bool in typing.get_args(RunConfig.model_fields[name].annotation):
+        return ("full", *choices, "none")
+    return None
+
+
+def field_word(name: str, value) -> str:
+    """`value` of a `field_words` field as its word: True -> full, False -> none, a choice as itself."""
+    return {True: "full", False: "none"}.get(value, value) if isinstance(value, bool) else str(value)
 
 
 def field_choices(name: str) -> tuple[str, ...] | None:

@@ -16,7 +16,7 @@ from vramplan.errors import InputError
 from vramplan.gpus import list_gpus
 from vramplan.present import gib
 from vramplan.specs import RunConfig
-from vramplan.specs.run import field_choices
+from vramplan.specs.run import field_choices, field_word, field_words
 from vramplan.tui.state import AUTO, WhatIf, field_type
 from vramplan.tui.widgets.keys import KeysInOrder
 
@@ -103,6 +103,8 @@ def _field_widget(name: str, value):
     base, optional = field_type(name)
     tooltip = RunConfig.model_fields[name].description or None
     common = dict(id=knob_id(name), tooltip=tooltip, compact=True)
+    if words := field_words(name):
+        return KnobSelect([(word, word) for word in words], value=value, allow_blank=False, **common)
     if base is bool:
         return KnobCheckbox(label(name), value=value, **common)
     if choices := field_choices(name):
@@ -137,7 +139,9 @@ def knob_values(state: WhatIf) -> dict[str, object]:
     }
     for name in RunConfig.model_fields:
         value = getattr(state.run, name)
-        if field_type(name)[0] is bool:
+        if field_words(name):
+            values[name] = field_word(name, value)
+        elif field_type(name)[0] is bool:
             values[name] = bool(value)
         elif isinstance(value, tuple):
             values[name] = ",".join(value)
