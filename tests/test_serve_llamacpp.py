@@ -166,10 +166,13 @@ def test_serve_command_plans_the_catalog_model_with_host_ram(capsys):
     import json
 
     from vramplan.cli.main import main
+    from vramplan.gpus import list_gpus
 
     code = main(["serve", "--engine", "llama.cpp", "--model", "llama-3.1-70b", "--format", "gguf-q4_k_m",
                  "--gpu", "4090", "--host-ram", "64GiB", "--json"])
     data = json.loads(capsys.readouterr().out)
+    assert data.pop("smallest_gpu_all_layers") == llamacpp.smallest_gpu_all_layers(
+        get_model("llama-3.1-70b"), list_gpus(), llamacpp.LlamaCppSettings(n_gpu_layers=None), "gguf-q4_k_m").key
     expected = llamacpp.plan(get_model("llama-3.1-70b"), get_gpu("4090"), llamacpp.LlamaCppSettings(n_gpu_layers=None),
                              parse_size("64GiB"), "gguf-q4_k_m").to_json()
     assert code == 0 and data == expected
@@ -194,3 +197,15 @@ def test_serve_command_refuses_host_ram_for_vllm(capsys):
 
     assert main(["serve", "--engine", "vllm", "--model", "7b", "--gpu", "l4", "--host-ram", "64GiB"]) == 2
     assert "--host-ram" in capsys.readouterr().err
+
+
+def test_smallest_gpu_for_every_layer_holds_them_and_no_smaller_profile_does():
+    from vramplan.gpus import list_gpus
+
+    model, settings = get_model("llama-3.1-70b"), llamacpp.LlamaCppSettings(n_gpu_layers=None, ctx_size=8192)
+    gpus = sorted(list_gpus(), key=lambda g: g.total_memory_bytes)
+    smallest = llamacpp.smallest_gpu_all_layers(model, gpus, settings, "gguf-q4_k_m")
+    every_layer = replace(settings, n_gpu_layers=-1)
+    assert llamacpp.plan(model, smallest, every_layer, None, "gguf-q4_k_m").fits_gpu
+    smaller = [g for g in gpus if g.total_memory_bytes < smallest.total_memory_bytes]
+    assert smaller and not any(llamacpp.plan(model, g, every_layer, None, "gguf-q4_k_m").fits_gpu for g in smaller)

@@ -137,6 +137,22 @@ def run(args) -> int:
         return _run_vllm(args, model, gpu)
     if args.plot:
         raise InputError("--plot", "draws the vLLM pool: use it with --engine vllm")
+    if args.engine == "llama.cpp":
+        return _run_llamacpp(args, model, gpu)
     plan = engine_module(args.engine).plan_from_args(model, gpu, args)
     print(json.dumps(plan.to_json(), indent=2) if args.json else plan.render_text())
+    return 0 if plan.fits else 1
+
+
+def _run_llamacpp(args, model, gpu) -> int:
+    from vramplan.gpus import list_gpus
+    from vramplan.serve import llamacpp
+
+    plan = llamacpp.plan_from_args(model, gpu, args)
+    smallest = llamacpp.smallest_gpu_all_layers(model, list_gpus(), llamacpp.settings_from_args(args), args.format)
+    if args.json:
+        print(json.dumps({**plan.to_json(), "smallest_gpu_all_layers": smallest.key if smallest else None}, indent=2))
+    else:
+        print(plan.render_text())
+        print(f"smallest GPU profile that holds every layer (-ngl all): {smallest.key if smallest else 'none'}")
     return 0 if plan.fits else 1

@@ -171,6 +171,17 @@ def max_context(model, cuda_context, s, ngl, gpu_bytes, host_ram) -> int:
     return low * step
 
 
+def smallest_gpu_all_layers(model, gpus, settings: LlamaCppSettings, fmt: str | None = None):
+    """The GPU profile with the least memory that holds every layer (-ngl all) at the settings' context,
+    or None: the GPU side at -ngl n_layer + 1 against each profile's memory, its own CUDA context counted."""
+    llm = load_llamacpp_model(model, fmt)
+    ctx = settings.ctx_size or llm.n_ctx_train
+    for gpu in sorted(gpus, key=lambda g: (g.total_memory_bytes, g.key)):
+        if place(llm, gpu.cuda_context_bytes, settings, llm.n_layer + 1, ctx).gpu_bytes <= gpu.total_memory_bytes:
+            return gpu
+    return None
+
+
 @dataclass(frozen=True)
 class LlamaCppPlan:
     engine: str
@@ -297,5 +308,5 @@ def plan_from_args(model, gpu, args) -> LlamaCppPlan:
     return plan(model, gpu, settings_from_args(args), getattr(args, "host_ram_bytes", None), getattr(args, "format", None))
 
 
-__all__ = ["ENGINE", "add_arguments", "is_gguf_path", "plan_from_args", "plan", "LlamaCppPlan", "LlamaCppSettings", "Placement",
+__all__ = ["ENGINE", "add_arguments", "is_gguf_path", "smallest_gpu_all_layers", "plan_from_args", "plan", "LlamaCppPlan", "LlamaCppSettings", "Placement",
            "max_gpu_layers", "max_context"]
