@@ -135,11 +135,11 @@ def _subjects(args):
 
 def run_engine(args, engine_args) -> int:
     """`compare --engine`: one row of the engine's headline figures per GPU or model."""
-    from vramplan.serve.headline import FIELDS, engine_row, render_engine_rows
+    from vramplan.serve.headline import FIELDS, engine_rows, render_engine_rows
 
     title, first, subjects = _subjects(args)
     fields = FIELDS[args.engine]
-    rows = [engine_row(args.engine, name, model, gpu, engine_args) for name, model, gpu in subjects]
+    rows = engine_rows(args.engine, subjects, engine_args)
     if args.json:
         settings = {key: value for key, value in vars(engine_args).items() if key != "engine"}
         print(json.dumps({"compare": first, "engine": args.engine, "settings": settings, "rows": rows}, indent=2))

@@ -45,7 +45,7 @@ def engine_row(engine: str, name: str, model, gpu, args) -> dict:
     try:
         plan = engine_module(engine).plan_from_args(model, gpu, args)
     except InputError as exc:
-        return {"name": name, "note": str(exc)}
+        return {field: None for field in FIELDS[engine]} | {"name": name, "note": str(exc), "error": exc}
     row = {"name": name, **headline(engine, plan)}
     if engine == "hf":
         from vramplan.solvers import max_micro_batch, max_seq_len
@@ -54,6 +54,16 @@ def engine_row(engine: str, name: str, model, gpu, args) -> dict:
         row |= {"max_micro_batch": max_micro_batch(model, gpu, run), "max_seq_len": max_seq_len(model, gpu, run),
                 "context_window": model.max_position_embeddings}
     return {field: row.get(field) for field in FIELDS[engine]}
+
+
+def engine_rows(engine: str, subjects, args) -> list[dict]:
+    """`engine_row` for each (name, model, gpu); when every one is refused for the same reason (a bad flag
+    value, not this model or GPU), that InputError is raised instead."""
+    rows = [engine_row(engine, name, model, gpu, args) for name, model, gpu in subjects]
+    errors = {str(row.get("error")) for row in rows}
+    if rows and len(errors) == 1 and rows[0].get("error") is not None:
+        raise rows[0]["error"]
+    return [{field: row[field] for field in FIELDS[engine]} for row in rows]
 
 
 def _yes_no(value) -> str:
