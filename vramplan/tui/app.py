@@ -45,13 +45,13 @@ class ExplorerApp(App[None]):
         yield SystemCommand("Help", "keys and knobs", self.action_help)
 
     def action_serve(self) -> None:
-        """F4: the serving view (vLLM, llama.cpp, HF generate) for the model and GPU on screen; F4 again: back."""
+        """F4: the serving view (vLLM, llama.cpp, HF generate) for the model and GPU on screen; there, the next engine."""
         from vramplan.errors import InputError
         from vramplan.tui.serve_screen import ServeScreen
         from vramplan.tui.serve_state import ServeWhatIf
 
         if isinstance(self.screen, ServeScreen):
-            self.pop_screen()
+            self.screen.action_next_engine()
             return
         try:
             if self.serve_state is None:

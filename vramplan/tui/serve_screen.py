@@ -17,8 +17,13 @@ from vramplan.tui.widgets.knobs import KnobInput, KnobSelect, NumberInput, _knob
 ENGINE_LABELS = {"vllm": "vLLM serve", "llama.cpp": "llama.cpp", "hf": "HF generate()"}
 
 
+def slug(engine: str) -> str:
+    """The engine's name as a widget id allows it (llama.cpp -> llamacpp)."""
+    return engine.replace(".", "")
+
+
 def knob_widget(engine: str, dest: str, value: str):
-    common = dict(id=f"knob-{engine}-{dest}", compact=True)
+    common = dict(id=f"knob-{slug(engine)}-{dest}", compact=True)
     if choices := knob_choices(engine, dest):
         return KnobSelect([(AUTO, AUTO), *((c, c) for c in choices)], value=value or AUTO, allow_blank=False, **common)
     if dest in INTEGER:
@@ -50,8 +55,8 @@ class ServeScreen(Screen):
                                                            compact=True, id="knob-engine"))
                 for engine in ENGINES:
                     for dest, _flag, text in KNOBS[engine]:
-                        knob = _knob(f"{engine}-{dest}", text, knob_widget(engine, dest, self.state.raw[engine][dest]))
-                        knob.add_class(f"engine-{engine.replace('.', '')}")
+                        knob = _knob(f"{slug(engine)}-{dest}", text, knob_widget(engine, dest, self.state.raw[engine][dest]))
+                        knob.add_class(f"engine-{slug(engine)}")
                         yield knob
             with VerticalScroll(id="results", can_focus=False):
                 yield Static(id="verdict")
@@ -63,13 +68,13 @@ class ServeScreen(Screen):
         self.watch(self.query_one("#knob-engine"), "value", self.switch, init=False)
         for engine in ENGINES:
             for dest, _flag, _text in KNOBS[engine]:
-                self.watch(self.query_one(f"#knob-{engine}-{dest}"), "value", partial(self.change, engine, dest), init=False)
+                self.watch(self.query_one(f"#knob-{slug(engine)}-{dest}"), "value", partial(self.change, engine, dest), init=False)
         self._show_knobs()
         self.show_results()
 
     def _show_knobs(self) -> None:
         for engine in ENGINES:
-            for knob in self.query(f".engine-{engine.replace('.', '')}"):
+            for knob in self.query(f".engine-{slug(engine)}"):
                 knob.display = engine == self.state.engine
 
     def switch(self, engine) -> None:
@@ -93,8 +98,8 @@ class ServeScreen(Screen):
         if self.shown.get((engine, dest)) == raw or engine != self.state.engine:
             return
         self.shown[(engine, dest)] = raw
-        error = self.query_one(f"#error-{engine}-{dest}", Static)
-        widget = self.query_one(f"#knob-{engine}-{dest}")
+        error = self.query_one(f"#error-{slug(engine)}-{dest}", Static)
+        widget = self.query_one(f"#knob-{slug(engine)}-{dest}")
         try:
             self.state.set_knob(dest, "" if raw == AUTO else raw)
         except InputError as exc:
@@ -117,6 +122,11 @@ class ServeScreen(Screen):
                        f"{model.model.name} on {model.gpu.key} with {ENGINE_LABELS[self.state.engine]}")
         self.query_one("#serve-plan", Static).update(plan.render_text())
         self.query_one("#command", Static).update(f"$ {self.state.command_line()}")
+
+    def action_next_engine(self) -> None:
+        """The next engine in the list (after the last: back to the training view)."""
+        order = [*ENGINES, TRAIN]
+        self.query_one("#knob-engine", Select).value = order[(order.index(self.state.engine) + 1) % len(order)]
 
     def action_train(self) -> None:
         self.app.pop_screen()

@@ -19,7 +19,7 @@ AUTO = "(auto)"  # as vramplan.tui.state.AUTO: the engine's default
 # Engine -> (flag dest, flag as `serve` spells it, label) of the knobs shown, in tab order.
 KNOBS = {
     "vllm": (("format", "--format", "weights"), ("gpu_memory_utilization", "--gpu-memory-utilization", "GPU mem util"),
-             ("max_model_len", "--max-model-len", "max model len"), ("max_num_seqs", "--max-num-seqs", "max num seqs"),
+             ("max_model_len", "--max-model-len", "max len"), ("max_num_seqs", "--max-num-seqs", "max seqs"),
              ("kv_cache_dtype", "--kv-cache-dtype", "KV cache")),
     "llama.cpp": (("format", "--format", "weights"), ("n_gpu_layers", "--n-gpu-layers", "-ngl"),
                   ("ctx_size", "--ctx-size", "ctx size"), ("cache_type_k", "--cache-type-k", "cache K"),
