@@ -11,7 +11,10 @@ EPILOG = """examples:
   vramplan compare --gpus t4,a10g,a100-40g --model 13b
   vramplan compare --gpus all --model llama-3.1-8b --seq 2048 --csv
   vramplan compare --models 7b,13b,70b --gpu a100-80g --method lora --json
-max batch / max seq: the largest that fit with the other settings unchanged (0: none)."""
+  vramplan compare --engine vllm --gpus l4,a10g,4090,a100-80g --model mistral-7b --format awq-4bit --max-model-len 32768
+  vramplan compare --engine llama.cpp --models llama-3.1-8b,llama-3.1-70b --gpu 4090 --format gguf-q4_k_m --host-ram 64GiB
+max batch / max seq: the largest that fit with the other settings unchanged (0: none).
+--engine vllm|llama.cpp|hf: one row of that engine's headline figures (the flags of `vramplan serve`)."""
 
 FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity_bytes", "headroom_bytes",
           "max_micro_batch", "max_seq_len", "context_window", "note")
@@ -19,6 +22,7 @@ FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity
 
 def add_parser(subparsers) -> None:
     from vramplan.cli.fit import add_margin_argument, add_model_gpu_arguments
+    from vramplan.cli.engine_flags import add_engine_arguments
     from vramplan.cli.run_flags import add_run_arguments
 
     parser = subparsers.add_parser("compare", help=HELP, description=HELP, epilog=EPILOG,
@@ -33,6 +37,7 @@ def add_parser(subparsers) -> None:
     output.add_argument("--json", action="store_true", help="print rows as JSON")
     output.add_argument("--csv", action="store_true", help="print rows as CSV (bytes)")
     add_run_arguments(parser)
+    add_engine_arguments(parser)  # after the run flags: a flag both have keeps the run flag's definition
 
 
 def split_list(text: str, flag: str) -> list[str]:
@@ -65,6 +70,7 @@ def compare_row(name: str, model, gpu, run, margin_bytes: int = 0) -> dict:
 
 
 def run(args) -> int:
+    from vramplan.cli.engine_flags import engine_namespace
     from vramplan.cli.fit import margin_from_args
     from vramplan.cli.run_flags import run_config_from_args
     from vramplan.errors import InputError
@@ -73,6 +79,9 @@ def run(args) -> int:
 
     if (args.gpus is None) == (args.models is None):
         raise InputError("--gpus/--models", "give exactly one of --gpus LIST or --models LIST")
+    engine_args = engine_namespace(args)
+    if engine_args is not None:
+        return run_engine(args, engine_args)
     run_config = run_config_from_args(args)
     if args.gpus is not None:
         model = resolve_model(args.model)
@@ -101,6 +110,50 @@ def run(args) -> int:
     else:
         print(f"{title}: {run_config.method}, batch {run_config.micro_batch_size} x seq {run_config.seq_len}")
         print(render_rows(first, rows))
+    return 0
+
+
+def _subjects(args):
+    """(title, first column, [(row name, model, gpu)]) for --gpus or --models."""
+    from vramplan.cli.serve import engine_module
+    from vramplan.gpus import get_gpu, list_gpus
+    from vramplan.resolve import resolve_model
+
+    def model_for(text):  # llama.cpp reads a .gguf file's header, as `serve` does
+        return text if args.engine == "llama.cpp" and engine_module("llama.cpp").is_gguf_path(text) else resolve_model(text)
+
+    if args.gpus is not None:
+        model = model_for(args.model)
+        gpus = list_gpus() if args.gpus.strip() == "all" else [get_gpu(n) for n in split_list(args.gpus, "--gpus")]
+        return f"{getattr(model, 'name', model)} on each GPU", "gpu", [(gpu.key, model, gpu) for gpu in gpus]
+    from vramplan.catalog import list_models
+
+    gpu = get_gpu(args.gpu)
+    models = list_models() if args.models.strip() == "all" else [model_for(n) for n in split_list(args.models, "--models")]
+    return f"each model on {gpu.name}", "model", [(getattr(m, "name", str(m)), m, gpu) for m in models]
+
+
+def run_engine(args, engine_args) -> int:
+    """`compare --engine`: one row of the engine's headline figures per GPU or model."""
+    from vramplan.serve.headline import FIELDS, engine_rows, render_engine_rows
+
+    title, first, subjects = _subjects(args)
+    fields = FIELDS[args.engine]
+    rows = engine_rows(args.engine, subjects, engine_args)
+    if args.json:
+        settings = {key: value for key, value in vars(engine_args).items() if key != "engine"}
+        print(json.dumps({"compare": first, "engine": args.engine, "settings": settings, "rows": rows}, indent=2))
+    elif args.csv:
+        import csv
+        import sys
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=[first, *fields[1:]], lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({first: row["name"], **{f: "" if row[f] is None else row[f] for f in fields[1:]}})
+    else:
+        print(f"{title}: serving with {args.engine}")
+        print(render_rows(first, rows) if args.engine == "hf" else render_engine_rows(args.engine, first, rows))
     return 0
 
 

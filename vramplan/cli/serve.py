@@ -38,8 +38,7 @@ def add_parser(subparsers) -> None:
                         help="weight format: bf16, fp16, awq-4bit, gptq-4bit, gptq-8bit, nf4, int8, gguf-q4_k_m, ... "
                              "(default: the checkpoint's)")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("--host-ram", default=None, metavar="SIZE", help="system RAM for what the GPU does not hold "
-                        "(llama.cpp offload; sizes like 64GiB)")
+    add_host_ram_argument(parser)
     parser.add_argument("--plot", default=None, metavar="PATH",
                         help="also draw concurrent requests against max-model-len (.png, .svg, .pdf; vllm engine)")
     parser.add_argument("--plot-gpus", default=None, metavar="GPUS", help="comma-separated GPUs for --plot (default: --gpu)")
@@ -50,6 +49,11 @@ def add_parser(subparsers) -> None:
         owners[engine] = [(action.dest, action.option_strings[0]) for action in parser._actions[before:]]
     parser.set_defaults(serve_flag_owners=owners,
                         serve_parser_defaults={action.dest: action.default for action in parser._actions})
+
+
+def add_host_ram_argument(parser) -> None:
+    parser.add_argument("--host-ram", default=None, metavar="SIZE", help="system RAM for what the GPU does not hold "
+                        "(llama.cpp offload; sizes like 64GiB)")
 
 
 def check_engine_flags(args, parser_defaults: dict) -> None:

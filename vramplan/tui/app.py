@@ -23,6 +23,7 @@ class ExplorerApp(App[None]):
         Binding("f1", "help", "help", priority=True),
         Binding("f2", "copy_command", "copy command", priority=True),
         Binding("f3", "copy_hf", "HF snippet", priority=True),
+        Binding("f4", "serve", "serve", priority=True),
         Binding("ctrl+s", "save", "save", priority=True),
         Binding("ctrl+q", "quit", "quit", priority=True),
     ]
@@ -30,6 +31,7 @@ class ExplorerApp(App[None]):
     def __init__(self, model_text: str = "13b", gpu_text: str = "t4", run: RunConfig | None = None) -> None:
         super().__init__()
         self.state = WhatIf(model_text, gpu_text, run)  # InputError here, before any drawing
+        self.serve_state = None  # made on the first F4: the serving view's engine and knobs
 
     def on_mount(self) -> None:
         self.push_screen(ExplorerScreen(self.state))
@@ -39,7 +41,27 @@ class ExplorerApp(App[None]):
         yield SystemCommand("Copy command line", "copy the equivalent `vramplan fit ...`", self.action_copy_command)
         yield SystemCommand("Show HF snippet", "transformers/peft code for this run", self.action_copy_hf)
         yield SystemCommand("Save screenshot and plan", "SVG + JSON in the current folder", self.action_save)
+        yield SystemCommand("Serving engine", "vLLM, llama.cpp or HF generate for this model and GPU (F4)", self.action_serve)
         yield SystemCommand("Help", "keys and knobs", self.action_help)
+
+    def action_serve(self) -> None:
+        """F4: the serving view (vLLM, llama.cpp, HF generate) for the model and GPU on screen; there, the next engine."""
+        from vramplan.errors import InputError
+        from vramplan.tui.serve_screen import ServeScreen
+        from vramplan.tui.serve_state import ServeWhatIf
+
+        if isinstance(self.screen, ServeScreen):
+            self.screen.action_next_engine()
+            return
+        try:
+            if self.serve_state is None:
+                self.serve_state = ServeWhatIf(self.state)
+            else:
+                self.serve_state.refresh()
+        except InputError as exc:
+            self.notify(str(exc), title="cannot plan serving", severity="error")
+            return
+        self.push_screen(ServeScreen(self.serve_state))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

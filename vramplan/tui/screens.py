@@ -186,6 +186,7 @@ number comes from the same library calls as `vramplan fit`.
 | F1 | this help |
 | F2 | copy the equivalent `vramplan fit ...` command |
 | F3 | show and copy the transformers/peft snippet (`--emit hf`) |
+| F4 | serving view: vLLM, llama.cpp or HF generate and its knobs; there F4 is the next engine, Escape goes back |
 | Ctrl+S | save a screenshot (SVG) and the plan (JSON) to the current folder |
 | Ctrl+P | command palette |
 | Ctrl+Q | quit |
