@@ -6,7 +6,6 @@ only shows values and errors; the screen turns its change events into library ca
 """
 from __future__ import annotations
 
-import typing
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -100,15 +99,6 @@ def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " "))
 
 
-def choice_words(name: str) -> tuple[str, ...] | None:
-    """A field's closed set of words; a `bool | Literal` field (kbit_prep) reads full / its literals /
-    none, as its CLI flag does (run_flags)."""
-    choices = field_choices(name)
-    if choices and bool in typing.get_args(RunConfig.model_fields[name].annotation):
-        return ("full", *choices, "none")
-    return choices
-
-
 def _field_widget(name: str, value):
     """The widget for RunConfig field `name`, showing `value` (a knob_values() entry)."""
     base, optional = field_type(name)
@@ -118,7 +108,7 @@ def _field_widget(name: str, value):
         return KnobSelect([(word, word) for word in words], value=value, allow_blank=False, **common)
     if base is bool:
         return KnobCheckbox(label(name), value=value, **common)
-    if choices := choice_words(name):
+    if choices := field_choices(name):
         options = [(AUTO, AUTO)] if optional else []
         options += [(choice, choice) for choice in choices]
         return KnobSelect(options, value=value, allow_blank=False, **common)
@@ -154,8 +144,6 @@ def knob_values(state: WhatIf) -> dict[str, object]:
             values[name] = field_word(name, value)
         elif field_type(name)[0] is bool:
             values[name] = bool(value)
-        elif isinstance(value, bool):  # True / False of a bool | Literal field: its words
-            values[name] = "full" if value else "none"
         elif isinstance(value, tuple):
             values[name] = ",".join(value)
         elif value is None:
