@@ -127,3 +127,26 @@ def test_the_serving_view_follows_the_explorers_gpu():
 
     verdict = drive(ExplorerApp("mistral-7b", "l4"), script)
     assert verdict.startswith(verdict_line("vllm", vllm_plan(gpu="a100-80g")))
+
+
+def test_the_engine_list_and_the_model_list_are_picked_with_the_keyboard():
+    """Enter opens a list, Down moves, Enter picks: the keys reach the open list, not the closed Select."""
+    async def script(pilot):
+        await pilot.press("f4")
+        await settle(pilot)
+        pilot.app.screen.query_one("#knob-engine", Select).focus()
+        await pilot.press("enter", "down", "enter")
+        await settle(pilot)
+        engine = pilot.app.screen.state.engine
+        await pilot.press("escape")
+        await settle(pilot)
+        model_list = pilot.app.screen.query_one("#knob-model", Select)
+        model_list.focus()
+        before = model_list.value
+        await pilot.press("enter", "down", "enter")
+        await settle(pilot)
+        return engine, before, model_list.value
+
+    engine, before, after = drive(ExplorerApp("mistral-7b", "l4"), script)
+    assert engine == "llama.cpp"
+    assert after != before

@@ -25,7 +25,7 @@ KNOBS = {
                   ("ctx_size", "--ctx-size", "ctx size"), ("cache_type_k", "--cache-type-k", "cache K"),
                   ("cache_type_v", "--cache-type-v", "cache V"), ("n_parallel", "--n-parallel", "parallel"),
                   ("host_ram", "--host-ram", "host RAM")),
-    "hf": (("format", "--format", "weights"), ("seq", "--seq", "prompt tokens"), ("batch", "--batch", "batch"),
+    "hf": (("format", "--format", "weights"), ("seq", "--seq", "prompt"), ("batch", "--batch", "batch"),
            ("max_new_tokens", "--max-new-tokens", "new tokens")),
 }
 ENGINES = tuple(KNOBS)

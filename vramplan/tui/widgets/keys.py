@@ -17,6 +17,8 @@ class KeysInOrder:
     """Mixin (first in the bases) for focusable widgets: run this widget's bindings inline."""
 
     async def _on_key(self, event: events.Key) -> None:
+        if not self.has_focus:  # a key bubbling up from a child (a Select's open list) is the child's
+            return
         for binding in self._bindings.key_to_bindings.get(event.key, ()):
             if binding.priority:
                 continue  # the App ran priority bindings when the key arrived
