@@ -1,5 +1,6 @@
 """Cold-start wall time of the default `vramplan fit --model 13b --gpu t4` and of `vramplan serve --engine vllm
---model mistral-7b --format awq-4bit --gpu l4 --max-model-len 32768` (target: median <= 0.3 s).
+--model mistral-7b --format awq-4bit --gpu l4 --max-model-len 32768` and `vramplan serve --engine llama.cpp
+--model llama-3.1-70b --format gguf-q4_k_m --gpu 4090 --host-ram 64GiB` (target: median <= 0.3 s).
 
 The default command prints the verdict, the table and "room to spare" (three solver calls);
 `--json` skips the solvers and is timed beside it. Runs the installed console script (or
@@ -20,6 +21,8 @@ import time
 HEAVY = ("torch", "pandas", "matplotlib", "textual", "numpy")
 SERVE_VLLM = ["serve", "--engine", "vllm", "--model", "mistral-7b", "--format", "awq-4bit", "--gpu", "l4",
               "--max-model-len", "32768"]
+SERVE_LLAMACPP = ["serve", "--engine", "llama.cpp", "--model", "llama-3.1-70b", "--format", "gguf-q4_k_m",
+                  "--gpu", "4090", "--host-ram", "64GiB"]
 
 
 def main() -> int:
@@ -30,7 +33,7 @@ def main() -> int:
     script = shutil.which("vramplan")
     base = ([sys.executable, "-m", "vramplan.cli.main"] if args.module or not script else [script])
     for words in (["fit", "--model", "13b", "--gpu", "t4"], ["fit", "--model", "13b", "--gpu", "t4", "--json"],
-                  SERVE_VLLM):
+                  SERVE_VLLM, SERVE_LLAMACPP):
         command = base + words
         subprocess.run(command, capture_output=True)  # warm the file cache once
         times = []

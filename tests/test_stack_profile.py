@@ -99,3 +99,16 @@ def test_installed_versions_match_importlib_metadata():
 
     for name, version in profile.installed_versions().items():
         assert version == Version.parse(metadata.version(name))
+
+
+def test_installed_versions_take_the_first_distribution_on_sys_path(tmp_path, monkeypatch):
+    import sys
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in ("transformers-4.46.3.dist-info", "bitsandbytes-0.43.1.dist-info", "not_a_package-1.0.dist-info"):
+        (first / folder).mkdir(parents=True)
+    (second / "transformers-5.0.0.dist-info").mkdir(parents=True)
+    (second / "peft-0.13.2-py3.11.egg-info").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [str(first), str(second), str(tmp_path / "missing")])
+    assert profile.installed_versions() == {"transformers": Version.parse("4.46.3"),
+                                            "bitsandbytes": Version.parse("0.43.1"), "peft": Version.parse("0.13.2")}

@@ -79,16 +79,40 @@ def check_stack_text(text: str) -> str:
 
 
 def installed_versions() -> dict[str, Version]:
-    """Installed versions of PACKAGES from their metadata (dist-info), without importing any of them."""
-    import importlib.metadata as metadata
+    """Installed versions of PACKAGES, read from their metadata folders' names without importing any of them.
 
-    found = {}
-    for name in PACKAGES:
+    One pass over `sys.path`, as importlib.metadata's path finder searches it (the first entry that has a
+    distribution wins): a wheel install is `<name>-<version>.dist-info` (name normalised to lower case with
+    `_`, the packaging spec "Recording installed projects"), a legacy one `<name>-<version>[-py3.x].egg-info`.
+    Reading the folder names instead of calling `importlib.metadata.version` once per package keeps the
+    default `fit` within its cold-start budget (six lookups cost about 14 ms).
+    """
+    import sys
+
+    wanted = {_normalised(name): name for name in PACKAGES}
+    found: dict[str, Version] = {}
+    for entry in sys.path:
         try:
-            found[name] = Version.parse(metadata.version(name))
-        except (metadata.PackageNotFoundError, ValueError):
+            names = os.listdir(entry or ".")
+        except OSError:
             continue
+        for folder in names:
+            stem, dot, suffix = folder.rpartition(".")
+            if suffix not in ("dist-info", "egg-info") or "-" not in stem:
+                continue
+            project, _, version = stem.partition("-")
+            name = wanted.get(_normalised(project))
+            if name is None or name in found:
+                continue
+            try:
+                found[name] = Version.parse(version.split("-")[0])
+            except ValueError:
+                continue
     return found
+
+
+def _normalised(project: str) -> str:
+    return project.lower().replace("-", "_").replace(".", "_")
 
 
 @lru_cache(maxsize=32)
