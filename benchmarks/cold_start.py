@@ -1,4 +1,5 @@
-"""Cold-start wall time of the default `vramplan fit --model 13b --gpu t4` (target: median <= 0.3 s).
+"""Cold-start wall time of the default `vramplan fit --model 13b --gpu t4` and of `vramplan serve --engine vllm
+--model mistral-7b --format awq-4bit --gpu l4 --max-model-len 32768` (target: median <= 0.3 s).
 
 The default command prints the verdict, the table and "room to spare" (three solver calls);
 `--json` skips the solvers and is timed beside it. Runs the installed console script (or
@@ -17,6 +18,8 @@ import sys
 import time
 
 HEAVY = ("torch", "pandas", "matplotlib", "textual", "numpy")
+SERVE_VLLM = ["serve", "--engine", "vllm", "--model", "mistral-7b", "--format", "awq-4bit", "--gpu", "l4",
+              "--max-model-len", "32768"]
 
 
 def main() -> int:
@@ -26,7 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     script = shutil.which("vramplan")
     base = ([sys.executable, "-m", "vramplan.cli.main"] if args.module or not script else [script])
-    for words in (["fit", "--model", "13b", "--gpu", "t4"], ["fit", "--model", "13b", "--gpu", "t4", "--json"]):
+    for words in (["fit", "--model", "13b", "--gpu", "t4"], ["fit", "--model", "13b", "--gpu", "t4", "--json"],
+                  SERVE_VLLM):
         command = base + words
         subprocess.run(command, capture_output=True)  # warm the file cache once
         times = []

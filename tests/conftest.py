@@ -20,3 +20,7 @@ if "VRAMPLAN_HYPOTHESIS_EXAMPLES" in os.environ:
                               max_examples=int(os.environ["VRAMPLAN_HYPOTHESIS_EXAMPLES"]))
     _profile += "-sized"
 settings.load_profile(_profile)
+
+# Plan against the current releases, whatever this machine has installed: `--stack auto` (the default)
+# reads installed versions, and the suite's expected bytes are those of the current stack.
+os.environ["VRAMPLAN_STACK"] = "current"

@@ -236,7 +236,7 @@ HF_CASES = [
 
 @pytest.mark.parametrize("flags", HF_CASES)
 def test_emit_hf_snippet_compiles_and_matches_the_plan(capsys, flags):
-    from vramplan.emit_hf import HF_OPTIMIZERS
+    from vramplan.optimizers import get_optimizer
 
     code, out, _ = run_cli(capsys, "fit", *flags, "--emit", "hf")
     compile(out, "<emit-hf>", "exec")
@@ -247,7 +247,7 @@ def test_emit_hf_snippet_compiles_and_matches_the_plan(capsys, flags):
     if run.trains:
         assert f"per_device_train_batch_size={run.micro_batch_size}," in out
         assert f"gradient_accumulation_steps={run.grad_accum_steps}," in out
-        assert f'optim="{HF_OPTIMIZERS[run.optimizer]}",' in out
+        assert f'optim="{get_optimizer(run.optimizer).hf_optim}",' in out
         assert f"activation_checkpointing={run.gradient_checkpointing}," in out
         assert f"{expected.compute_dtype}=True," in out or expected.compute_dtype == "fp32"
     if run.uses_lora:
@@ -278,9 +278,10 @@ def test_emit_hf_config_part_builds_the_transformers_and_peft_objects():
     pytest.importorskip("peft")
     from transformers.training_args import OptimizerNames
 
-    from vramplan.emit_hf import HF_OPTIMIZERS, hf_snippet
+    from vramplan.emit_hf import hf_snippet
+    from vramplan.optimizers import all_optimizers
 
-    assert set(HF_OPTIMIZERS.values()) <= {name.value for name in OptimizerNames}
+    assert {entry.hf_optim for entry in all_optimizers()} <= {name.value for name in OptimizerNames}
     model, gpu = get_model("13b"), get_gpu("t4")  # fp16: TrainingArguments accepts it without a GPU
     run = make_run(micro_batch_size=2, grad_accum_steps=4, optimizer="paged_adamw_8bit", lora_rank=32)
     snippet = hf_snippet(model, gpu, run, plan(model, gpu, run), include_model_load=False)

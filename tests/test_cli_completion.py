@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from vramplan.cli.main import main
-from vramplan.cli.run_flags import flag_name
+from vramplan.present import flag_name
 from vramplan.specs.run import RunConfig
 
 

@@ -43,7 +43,7 @@ def test_fit_that_does_not_fit_exits_1(capsys):
 
 
 def test_every_runconfig_knob_has_a_flag(capsys):
-    from vramplan.cli.run_flags import flag_name
+    from vramplan.present import flag_name
     from vramplan.specs.run import RunConfig
 
     with pytest.raises(SystemExit):

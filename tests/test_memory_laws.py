@@ -21,12 +21,13 @@ from hypothesis import Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from vramplan.catalog import get_model, list_models
+from vramplan.components import allocated_names
 from vramplan.estimate import make_run, plan
 from vramplan.gpus import get_gpu, list_gpus
 from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.memory.lora import targeted_linears
 from vramplan.memory.optimizer import MIN_8BIT_SIZE, MIN_PAGED_SIZE
-from vramplan.memory.plan import ALLOCATED_COMPONENTS, peak_allocated_bytes, phase_components, trainable_groups
+from vramplan.memory.plan import peak_allocated_bytes, phase_components, trainable_groups
 
 MODELS = list_models()
 GPUS = [g for g in list_gpus() if g.vendor == "nvidia"]
@@ -261,6 +262,6 @@ def test_vectorized_sweep_equals_one_plan_per_point(model, gpu, run):
                                        "lora_rank": int(ranks[index])})
         scalar = phase_components(model, gpu, point)
         for phase, components in scalar.items():
-            for name in ALLOCATED_COMPONENTS:
+            for name in allocated_names():
                 vector_value = np.broadcast_to(phases[phase].get(name, 0), (3,))[index]
                 assert vector_value == components.get(name, 0), (phase, name)

@@ -111,9 +111,9 @@ def test_sweep_matches_fit(capsys, folder, specs, reference):
 
 
 def test_explain_uses_the_stored_format(specs, reference):
-    from vramplan.cli.explain import explain_components
+    from vramplan.present import component_terms
 
-    rows = {row["component"]: row for row in explain_components(specs[1], specs[2], reference)}
+    rows = {row["component"]: row for row in component_terms(specs[1], specs[2], reference)}
     text = json.dumps(rows["quantized_weights"])
     assert "nf4" not in text.lower() and "ceil(n/2)" not in text
 
@@ -165,3 +165,18 @@ def test_validation_case_plans_the_stored_format(specs, reference):
     assert (predict(case, gpu).peak_bytes, predict(case, gpu).fits) == (reference.peak_allocated_bytes, reference.fits)
     with pytest.raises(UnsupportedCase, match="gptq-4bit"):
         build_model(model, run, gpu, torch.device("meta"))
+
+
+def test_report_lists_the_plans_own_terms(specs, reference):
+    pytest.importorskip("matplotlib")
+    from collections import Counter
+
+    from vramplan.report import report_blocks
+
+    _title, blocks = report_blocks(*specs)
+    index = [block.text for block in blocks].index("How each component is computed")
+    rows = blocks[index + 1].rows
+    planned = [(item["name"], item["bytes"]) for items in reference.terms.values() for item in items if item["bytes"]]
+    shown = Counter((name, int(nbytes.replace(",", ""))) for _label, name, _f, _n, nbytes in rows)
+    assert not Counter(planned) - shown  # every term of the plan, with its bytes
+    assert sum(shown.values()) == len(planned) + 2  # plus the allocator reserve and the CUDA context

@@ -59,12 +59,8 @@ def test_no_reason_when_nothing_dominates():
        seq=st.sampled_from([512, 8192]), checkpointing=st.booleans())
 def test_a_reason_only_explains_a_run_that_does_not_fit_by_something_that_dominates(
         model, gpu, method, batch, seq, checkpointing):
-    try:
-        breakdown = plan(get_model(model), get_gpu(gpu), make_run(
-            method=method, micro_batch_size=batch, seq_len=seq, gradient_checkpointing=checkpointing))
-    except Exception as exc:  # a combination the GPU cannot run (bf16 on a T4) is not this law's concern
-        assert type(exc).__name__ == "InputError"
-        return
+    breakdown = plan(get_model(model), get_gpu(gpu), make_run(
+        method=method, micro_batch_size=batch, seq_len=seq, gradient_checkpointing=checkpointing))
     if breakdown.fits:
         assert breakdown.reason == ""
     elif breakdown.reason:

@@ -46,13 +46,13 @@ def test_solver_answer_fits_and_the_next_value_does_not(model_name, gpu, fields,
     if dimension == "rank" and not run.uses_lora:
         with pytest.raises(InputError):
             solvers.max_lora_rank(model, gpu, run)
-        return
-    field = FIELDS[dimension]
-    answer = solvers.max_size(dimension, model, gpu, run)
-    if answer:
-        assert fits_at(model, gpu, run, field, answer)
-    if answer < LIMITS[dimension]:
-        assert not fits_at(model, gpu, run, field, answer + 1)
+    else:
+        field = FIELDS[dimension]
+        answer = solvers.max_size(dimension, model, gpu, run)
+        if answer:
+            assert fits_at(model, gpu, run, field, answer)
+        if answer < LIMITS[dimension]:
+            assert not fits_at(model, gpu, run, field, answer + 1)
 
 
 @settings(max_examples=15)

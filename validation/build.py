@@ -1,6 +1,6 @@
 """Build the real Hugging Face architecture for a case, the way a user's run would have it.
 
-The config, parameter dtype, LoRA targets and fallback LoRA wrapping are `vramplan.simulate.hf_build`'s,
+The config, parameter dtype, LoRA targets, fallback LoRA wrapping and checkpointing are `vramplan.simulate.hf_build`'s,
 the simulator's own. The model is created on the meta device (`AutoModelForCausalLM.from_config`, no hub, random
 weights: memory depends on shapes, not values) and materialised one top-level module at a
 time on the target device; each decoder layer is quantized to NF4 (our quantizer, our Triton
@@ -16,7 +16,8 @@ from torch import nn
 
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
-from vramplan.simulate.hf_build import TORCH_DTYPES, add_lora, lora_target_names, parameter_dtype
+from vramplan.optimizers import get_optimizer, optimizer_class
+from vramplan.simulate.hf_build import TORCH_DTYPES, add_lora, enable_checkpointing, lora_target_names, parameter_dtype
 from vramplan.simulate.hf_build import hf_config as shared_hf_config
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
@@ -74,15 +75,6 @@ def _materialize(model: nn.Module, module: nn.Module, device: torch.device) -> n
                 for param in sub.parameters(recurse=False):
                     param.normal_(0.0, 0.02) if param.dim() > 1 else param.fill_(1.0)
     return module
-
-
-def enable_checkpointing(model: nn.Module) -> None:
-    """Non-reentrant gradient checkpointing (transformers 5.2x renamed it activation checkpointing)."""
-    kwargs = {"use_reentrant": False}
-    if hasattr(model, "activation_checkpointing_enable"):
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def build_model(spec: ModelSpec, run: RunConfig, gpu: GPUSpec, device: torch.device) -> nn.Module:
@@ -156,6 +148,8 @@ def _prepare_qlora(model: nn.Module, run: RunConfig) -> nn.Module:
     from vramplan.torch_nf4.inject import prepare_for_kbit_training
 
     checkpointing = {"use_reentrant": False}
+    if run.kbit_prep == "norms":
+        raise ValueError("validation builds full or no k-bit preparation; norms-only is planned, not measured")
     if run.kbit_prep:
         prepare_for_kbit_training(model, use_gradient_checkpointing=run.gradient_checkpointing,
                                   gradient_checkpointing_kwargs=checkpointing)
@@ -188,27 +182,10 @@ def _attach_lora(model: nn.Module, run: RunConfig, dtypes, lora_names: tuple[str
 
 
 def make_optimizer(name: str, params):
-    """The optimizer a RunConfig names (torch AdamW foreach is torch's default on CUDA)."""
-    lr = 1e-4
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, foreach=True)
-    if name == "adamw_fused":
-        return torch.optim.AdamW(params, lr=lr, fused=True)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
-    if name == "sgd_momentum":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    if name == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(params, lr=lr, scale_parameter=False, relative_step=False, warmup_init=False)
-    import bitsandbytes as bnb  # the caller checked that it imports
-
-    return {"adamw_8bit": bnb.optim.AdamW8bit, "paged_adamw": bnb.optim.PagedAdamW,
-            "paged_adamw_8bit": bnb.optim.PagedAdamW8bit}[name](params, lr=lr)
-
-
-BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit"})
+    """The optimizer a RunConfig names: its registry entry's library class and keyword arguments
+    (bitsandbytes' classes need the caller to have checked that bitsandbytes imports)."""
+    entry = get_optimizer(name)
+    return optimizer_class(entry)(params, lr=1e-4, **dict(entry.class_kwargs))
 
 
 def bitsandbytes_missing() -> str:

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vramplan.components import all_components
 from vramplan.errors import InputError, from_validation_error
 from vramplan.phases import ANALYTIC_PHASES_OF_MEASURED
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
@@ -31,7 +32,7 @@ CAP_MARGIN = 0.10
 # Measured phase -> the planner phases it spans (the one mapping, vramplan/phases.py).
 PLANNER_PHASES = ANALYTIC_PHASES_OF_MEASURED
 # What is allocated once the model is built and prepared, before any step.
-LOAD_COMPONENTS = ("quantized_weights", "quant_state", "float_weights", "lora_adapters")
+LOAD_COMPONENTS = tuple(entry.name for entry in all_components() if entry.at_load)
 
 # The CPU smoke model: llama-shaped, tiny, so every path runs in seconds without a GPU.
 SMOKE_MODEL = ModelSpec(

@@ -84,26 +84,20 @@ while :; do
 done
 echo "matrix done at $(elapsed) s"
 
-left=$((SESSION_S - $(elapsed)))
-dequant_s=${DEQUANT_S:-60}
-[ "$left" -lt "$dequant_s" ] && dequant_s=$left
-if [ "$dequant_s" -gt 20 ]; then
-    timeout -k 5 "$dequant_s" python3 benchmarks/nf4_dequant.py "${bench_args[@]}" --section dequant \
-        --out "$OUT/nf4_dequant.json" 2>&1 | tee "$OUT/nf4_dequant_log.txt"
-    echo "dequant benchmark done at $(elapsed) s (exit ${PIPESTATUS[0]})"
-else
-    echo "no time left for the dequant benchmark (run it alone: benchmarks/nf4_dequant.py --section dequant)"
-fi
-
-left=$((SESSION_S - $(elapsed)))
-matmul_s=${MATMUL_S:-240}
-[ "$left" -lt "$matmul_s" ] && matmul_s=$left
-if [ "$matmul_s" -gt 60 ]; then
-    timeout -k 5 "$matmul_s" python3 benchmarks/nf4_dequant.py "${bench_args[@]}" --section matmul \
-        --out "$OUT/nf4_matmul.json" 2>&1 | tee "$OUT/nf4_matmul_log.txt"
-    echo "matmul benchmark done at $(elapsed) s (exit ${PIPESTATUS[0]})"
-else
-    echo "no time left for the matmul section (run it alone: benchmarks/nf4_dequant.py --section matmul)"
-fi
+# benchmark_section SECTION SECONDS SMALLEST: one section of benchmarks/nf4_dequant.py in what is left of
+# the session (at most SECONDS, skipped under SMALLEST), its figures in $OUT/nf4_SECTION.json.
+benchmark_section() {
+    local section=$1 budget=$2 smallest=$3 left=$((SESSION_S - $(elapsed)))
+    [ "$left" -lt "$budget" ] && budget=$left
+    if [ "$budget" -gt "$smallest" ]; then
+        timeout -k 5 "$budget" python3 benchmarks/nf4_dequant.py "${bench_args[@]}" --section "$section" \
+            --out "$OUT/nf4_$section.json" 2>&1 | tee "$OUT/nf4_${section}_log.txt"
+        echo "$section benchmark done at $(elapsed) s (exit ${PIPESTATUS[0]})"
+    else
+        echo "no time left for the $section section (run it alone: benchmarks/nf4_dequant.py --section $section)"
+    fi
+}
+benchmark_section dequant "${DEQUANT_S:-60}" 20
+benchmark_section matmul "${MATMUL_S:-240}" 60
 ls -l "$OUT"
 echo "gpu session done at $(elapsed) s"

@@ -26,10 +26,11 @@ import time
 import torch
 
 from validation import results
-from validation.build import BNB_OPTIMIZERS, TORCH_DTYPES, bitsandbytes_missing, build_model, make_optimizer
+from validation.build import TORCH_DTYPES, bitsandbytes_missing, build_model, make_optimizer
 from validation.cases import Case, memory_fraction, planner_gpu, predict
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.optimizers import get_optimizer
 from vramplan.phases import MEASURED_STEP_PHASES
 
 NAN = float("nan")
@@ -204,7 +205,7 @@ def run_case(case: Case, device: str | torch.device = "cuda", env: dict | None =
     row, gpu = planned_row(case, device, env)
     if gpu is None:
         return row
-    if case.run.optimizer in BNB_OPTIMIZERS and (reason := bitsandbytes_missing()):
+    if get_optimizer(case.run.optimizer).uses_bitsandbytes and (reason := bitsandbytes_missing()):
         return {**row, "status": "not_measured", "error": reason}
 
     probe, record, held = Probe(device), PhaseRecord(), {}

@@ -13,9 +13,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
-from vramplan.cli.format import table
-
-GIB = 2**30
+from vramplan.present import GIB, table
 
 
 def _number(text) -> float:

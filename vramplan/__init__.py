@@ -3,9 +3,12 @@
     import vramplan
     plan = vramplan.estimate(model="13b", gpu="t4", method="qlora", seq_len=1024)
     plan.fits, plan.peak_allocated_bytes, plan.components()
+    vramplan.plan_ranks(model_spec, gpu_spec, run).ranks  # one RankPlan per rank role, plus .host
 """
 from vramplan.errors import InputError
-from vramplan.estimate import estimate, make_run, plan
+from vramplan.estimate import estimate, make_run, plan, plan_ranks
+from vramplan.specs import ClusterPlan, HostMemory, RankPlan
 
 __version__ = "0.1.0"
-__all__ = ["InputError", "estimate", "make_run", "plan", "__version__"]
+__all__ = ["ClusterPlan", "HostMemory", "InputError", "RankPlan", "estimate", "make_run", "plan", "plan_ranks",
+           "__version__"]

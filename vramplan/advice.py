@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import DTYPE_BYTES, resolve_dtypes
 from vramplan.memory.lora import ATTENTION_MODULES
+from vramplan.optimizers import all_optimizers, get_optimizer
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
 
@@ -194,24 +195,19 @@ def _checkpointing_changes(model, gpu, run):
                     "--gradient-checkpointing", run.model_copy(update={"gradient_checkpointing": True}))]
 
 
-_OPTIMIZER_TEXT = {
-    "adamw_8bit": "8-bit AdamW (bitsandbytes)",
-    "paged_adamw_8bit": "paged 8-bit AdamW (state in CUDA managed memory, outside the allocator)",
-    "adafactor": "Adafactor (factored second moment, no first moment)",
-}
-
-
 def _optimizer_changes(model, gpu, run):
-    """Lighter optimizer state, cheapest to the user first; Adafactor only for full fine-tuning,
-    where the state is of the whole model (for adapters it saves little and changes the recipe)."""
-    if not run.trains or run.optimizer not in ("adamw", "adamw_fused", "paged_adamw", "adamw_8bit"):
+    """Lighter optimizer state, cheapest to the user first (registry order): the entries offered by
+    advice whose on-device state ranks below the run's; Adafactor-like entries only for full
+    fine-tuning, where the state is of the whole model (for adapters it saves little and changes
+    the recipe)."""
+    current = get_optimizer(run.optimizer)
+    if not run.trains or current.advice_state_rank is None:
         return []
-    options = ["adamw_8bit", "paged_adamw_8bit"] if run.optimizer != "paged_adamw" else ["paged_adamw_8bit"]
-    if run.method == "full":
-        options.append("adafactor")
-    return [_Change(("optimizer",), f"{_OPTIMIZER_TEXT[name]} instead of {run.optimizer}", f"--optimizer {name}",
-                    run.model_copy(update={"optimizer": name}))
-            for name in options if name != run.optimizer]
+    return [_Change(("optimizer",), f"{entry.description} instead of {run.optimizer}", f"--optimizer {entry.name}",
+                    run.model_copy(update={"optimizer": entry.name}))
+            for entry in all_optimizers()
+            if entry.advice_offer and entry.advice_state_rank < current.advice_state_rank
+            and (run.method == "full" or not entry.advice_full_only)]
 
 
 def _kv_cache_changes(model, gpu, run):

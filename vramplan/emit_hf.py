@@ -2,7 +2,8 @@
 
 The snippet has two parts: the configs (BitsAndBytesConfig, LoraConfig, TrainingArguments),
 which build offline, and then the model load, which downloads weights. Names follow
-transformers' `TrainingArguments.optim` values (transformers/training_args.py, OptimizerNames).
+transformers' `TrainingArguments.optim` values (transformers/training_args.py, OptimizerNames),
+as each optimizer's registry entry (`vramplan.optimizers`) gives them.
 
 It targets transformers 5.24 and peft 0.21: transformers 5 renamed `gradient_checkpointing*`
 to `activation_checkpointing*` (training_args.py `__post_init__`: the old names are
@@ -15,20 +16,11 @@ from __future__ import annotations
 import json
 
 from vramplan.memory.activations import effective_attention
+from vramplan.optimizers import get_optimizer
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 
 TARGET_VERSIONS = "transformers 5.24, peft 0.21"
 
-HF_OPTIMIZERS = {
-    "adamw": "adamw_torch",
-    "adamw_fused": "adamw_torch_fused",
-    "adamw_8bit": "adamw_bnb_8bit",
-    "paged_adamw": "paged_adamw_32bit",
-    "paged_adamw_8bit": "paged_adamw_8bit",
-    "sgd": "sgd",
-    "sgd_momentum": "sgd",
-    "adafactor": "adafactor",
-}
 TORCH_DTYPES = {"bf16": "torch.bfloat16", "fp16": "torch.float16", "fp32": "torch.float32"}
 LOAD_MARKER = "# --- load the model (downloads the weights) ---"
 BNB_FORMATS = ("nf4", "fp4", "int8")
@@ -126,10 +118,12 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
             f"    activation_checkpointing={run.gradient_checkpointing},  # transformers 4.x: gradient_checkpointing",
         ]
         if run.gradient_checkpointing:
-            lines.append('    activation_checkpointing_kwargs={"use_reentrant": False},  # as planned')
-        lines.append(f'    optim="{HF_OPTIMIZERS[run.optimizer]}",')
-        if run.optimizer == "sgd_momentum":
-            lines.append('    optim_args="momentum=0.9",')
+            reentrant = breakdown.stack.get("checkpointing") == "reentrant"
+            lines.append(f'    activation_checkpointing_kwargs={{"use_reentrant": {reentrant}}},  # as planned')
+        optimizer = get_optimizer(run.optimizer)
+        lines.append(f'    optim="{optimizer.hf_optim}",')
+        if optimizer.hf_optim_args:
+            lines.append(f'    optim_args="{optimizer.hf_optim_args}",')
         lines += [f"    bf16={mixed == 'bf16'},", f"    fp16={mixed == 'fp16'},"]
         if run.loss_impl == "chunked":
             lines += [
@@ -160,7 +154,11 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
                if attention != run.attention else ""),
             ")",
         ]
-        if run.method == "qlora" and run.kbit_prep:
+        if run.method == "qlora" and run.kbit_prep == "norms":  # the QLoRA paper's qlora.py
+            lines.append("for name, module in model.named_modules():")
+            lines.append('    if "norm" in name:')
+            lines.append("        module.to(torch.float32)  # norms only; embeddings and lm_head stay 16-bit")
+        if run.method == "qlora" and run.kbit_prep is True:
             # peft's own checkpointing switch calls the deprecated gradient_checkpointing_enable;
             # the Trainer turns it on from activation_checkpointing instead
             lines.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)"
@@ -170,4 +168,4 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["HF_OPTIMIZERS", "LOAD_MARKER", "TARGET_VERSIONS", "checkpoint_id", "hf_snippet"]
+__all__ = ["LOAD_MARKER", "TARGET_VERSIONS", "checkpoint_id", "hf_snippet"]

@@ -1,4 +1,4 @@
-"""The library entry points: a plan for one (model, GPU, run)."""
+"""The library entry points: a plan for one (model, GPU, run), and the same plan per rank (`plan_ranks`)."""
 from __future__ import annotations
 
 from pydantic import ValidationError
@@ -10,9 +10,12 @@ from vramplan.memory.dtypes import BNB_FORMATS, resolve_dtypes
 from vramplan.memory.overhead import allocator_reserve_bytes, required_bytes
 from vramplan.memory.plan import paged_optimizer_bytes, phase_terms, phase_totals
 from vramplan.memory.terms import as_dict, total
+from vramplan.optimizers import get_optimizer
 from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
+from vramplan.specs.cluster import ClusterPlan
 from vramplan.specs.run import ALL_LINEAR
+from vramplan.stack.notes import stack_data, stack_notes
 
 
 def make_run(**fields) -> RunConfig:
@@ -71,11 +74,19 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         reason=reason,
         warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
         notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
+        stack=stack_data(run, dtypes.stack),
     )
 
 
+def plan_ranks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 0,
+               host_ram_bytes: int | None = None) -> ClusterPlan:
+    """The plan per rank role plus the host side; on one GPU, rank 0 holds exactly `plan(...)`."""
+    if host_ram_bytes is not None and host_ram_bytes < 0:
+        raise InputError("host_ram", f"must be zero or more bytes (got {host_ram_bytes})")
+    return ClusterPlan.single(plan(model, gpu, run, margin_bytes=margin_bytes), host_ram_bytes=host_ram_bytes)
+
+
 LOW_HEADROOM_FRACTION = 0.05
-BNB_OPTIMIZERS = frozenset({"adamw_8bit", "paged_adamw", "paged_adamw_8bit"})
 
 
 def blocked_by(gpu, run, dtypes) -> str:
@@ -86,7 +97,7 @@ def blocked_by(gpu, run, dtypes) -> str:
     uses = []
     if dtypes.weight_format in BNB_FORMATS:
         uses.append(f"{dtypes.weight_format} weights")
-    if run.trains and run.optimizer in BNB_OPTIMIZERS:
+    if run.trains and get_optimizer(run.optimizer).uses_bitsandbytes:
         uses.append(f"the {run.optimizer} optimizer")
     if not uses:
         return ""
@@ -141,6 +152,7 @@ def _notes(model, gpu, run, dtypes, required, paged, capacity):
         yield from _moe_notes(model, run, dtypes)
     if gpu.unified_memory:
         yield f"{gpu.name} shares memory with the CPU; capacity is the GPU working-set limit"
+    yield from stack_notes(run, dtypes)
 
 
 def _moe_notes(model, run, dtypes):
@@ -191,4 +203,4 @@ def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", *, margi
     return plan(model_spec, gpu_spec, make_run(**run_fields), margin_bytes=margin_bytes_from(margin))
 
 
-__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan"]
+__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan", "plan_ranks"]

@@ -10,6 +10,7 @@ the reason already says is not repeated (`plan` drops it).
 """
 from __future__ import annotations
 
+from vramplan.components import base_weight_names
 from vramplan.memory import parameters, weights
 from vramplan.memory.dtypes import BNB_FORMATS, DTYPE_BYTES
 
@@ -33,7 +34,7 @@ def fused_experts_note(model, dtypes) -> str:
 
 
 def _weight_bytes(components: dict) -> int:
-    return sum(components.get(name, 0) for name in ("quantized_weights", "quant_state", "float_weights"))
+    return sum(components.get(name, 0) for name in base_weight_names())
 
 
 def fused_experts_reason(model, dtypes, components: dict, required: int, capacity: int) -> str:
@@ -67,7 +68,7 @@ def component_reason(name: str, held: int, required: int, model, gpu, run, dtype
     """The cause of one dominant component, in the plan's terms, and what shrinks it."""
     share = f"{_gib(held)} of the {_gib(required)} GiB needed"
     tokens = f"{run.micro_batch_size} x {run.seq_len} tokens"
-    if name == "float_weights" and run.method == "qlora" and run.kbit_prep:
+    if name == "float_weights" and run.method == "qlora" and run.kbit_prep is True:
         return (f"peft's prepare_model_for_kbit_training casts embeddings, lm_head and norms to fp32: {share}; "
                 "--no-kbit-prep keeps them 16-bit")
     if name == "logits_loss" and run.trains:

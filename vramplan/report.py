@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import base64
 import html
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from vramplan.cli.format import COMPONENT_LABELS, GIB, describe_run
+from vramplan.components import label
 from vramplan.plots.output import output_path, write_bytes
+from vramplan.present import command_line, component_terms, describe_run, gib, term_arithmetic
 
 REPORT_FORMATS = {".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 SEQ_SWEEP_POINTS = 40
@@ -29,16 +29,12 @@ class Block:
     png: bytes = b""
 
 
-def _gib(nbytes: float) -> str:
-    return f"{nbytes / GIB:.2f}"
-
-
 def _breakdown_blocks(breakdown) -> list[Block]:
     required = breakdown.required_bytes
-    rows = tuple((COMPONENT_LABELS[name], _gib(value), f"{value / required:.1%}")
+    rows = tuple((label(name), gib(value), f"{value / required:.1%}")
                  for name, value in breakdown.components().items() if value)
-    rows += (("**total needed**", _gib(required), "100%"),)
-    phases = tuple((phase.replace("_", " ") + (" (peak)" if phase == breakdown.peak_phase else ""), _gib(total))
+    rows += (("**total needed**", gib(required), "100%"),)
+    phases = tuple((phase.replace("_", " ") + (" (peak)" if phase == breakdown.peak_phase else ""), gib(total))
                    for phase, total in breakdown.phase_peaks.items())
     blocks = [
         Block("h2", "Breakdown at the peak"),
@@ -48,10 +44,18 @@ def _breakdown_blocks(breakdown) -> list[Block]:
         Block("table", header=("phase", "GiB"), rows=phases),
     ]
     if breakdown.paged_optimizer_bytes:
-        blocks.append(Block("p", f"Paged optimizer state in CUDA managed memory: {_gib(breakdown.paged_optimizer_bytes)} GiB."))
+        blocks.append(Block("p", f"Paged optimizer state in CUDA managed memory: {gib(breakdown.paged_optimizer_bytes)} GiB."))
     if breakdown.notes:
         blocks.append(Block("list", rows=tuple((note,) for note in breakdown.notes)))
     return blocks
+
+
+def _term_blocks(gpu, run, breakdown) -> list[Block]:
+    """Every component's named terms with the numbers the plan multiplied (as `vramplan explain` prints them)."""
+    rows = tuple((row["label"], item["name"], item["formula"], term_arithmetic(item), f"{item['bytes']:,}")
+                 for row in component_terms(gpu, run, breakdown) for item in row["terms"])
+    return [Block("h2", "How each component is computed"),
+            Block("table", header=("component", "term", "formula", "numbers", "bytes"), rows=rows)]
 
 
 def _advice_blocks(advice, fits: bool) -> list[Block]:
@@ -59,7 +63,7 @@ def _advice_blocks(advice, fits: bool) -> list[Block]:
     if not advice:
         text = "Nothing to add: the run uses the room it has." if fits else "No change found that makes it fit on this GPU."
         return [Block("h2", title), Block("p", text)]
-    rows = tuple((item.change, "yes" if item.fits else "no", _gib(item.breakdown.headroom_bytes), f"`{item.flags}`")
+    rows = tuple((item.change, "yes" if item.fits else "no", gib(item.breakdown.headroom_bytes), f"`{item.flags}`")
                  for item in advice)
     return [Block("h2", title), Block("table", header=("change", "fits", "headroom GiB", "flags"), rows=rows)]
 
@@ -79,24 +83,6 @@ def _figure_blocks(model, gpu, run, breakdown) -> list[Block]:
     return [Block("figure", text=title, name=name, png=figure_bytes(figure, "png")) for name, title, figure in figures]
 
 
-def fit_command(model_text: str, gpu_text: str, run) -> str:
-    """The `vramplan fit` command line that reproduces `run` (only non-default fields)."""
-    from vramplan.cli.run_flags import SHORT_FLAGS, flag_name
-    from vramplan.specs.run import RunConfig
-
-    words = ["vramplan", "fit", "--model", model_text, "--gpu", gpu_text]
-    for name, field in RunConfig.model_fields.items():
-        value = getattr(run, name)
-        if value == field.default:
-            continue
-        if isinstance(value, bool):
-            words.append(flag_name(name) if value else "--no-" + flag_name(name)[2:])
-        else:
-            flag = SHORT_FLAGS.get(name, (flag_name(name),))[0]
-            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
-    return shlex.join(words)
-
-
 def report_blocks(model, gpu, run, command: str | None = None) -> tuple[str, list[Block]]:
     """Title and blocks of the report for one (model, GPU, run)."""
     from vramplan import __version__
@@ -107,15 +93,16 @@ def report_blocks(model, gpu, run, command: str | None = None) -> tuple[str, lis
     verdict = breakdown.verdict
     title = f"vramplan: {breakdown.model} on {breakdown.gpu}: {verdict}"
     blocks = [
-        Block("p", f"**{verdict}**: needs {_gib(breakdown.required_bytes)} GiB of {_gib(breakdown.capacity_bytes)} GiB, "
-                   f"headroom {_gib(breakdown.headroom_bytes)} GiB. Predicted peak "
-                   f"(`torch.cuda.max_memory_allocated`): {_gib(breakdown.peak_allocated_bytes)} GiB during the "
+        Block("p", f"**{verdict}**: needs {gib(breakdown.required_bytes)} GiB of {gib(breakdown.capacity_bytes)} GiB, "
+                   f"headroom {gib(breakdown.headroom_bytes)} GiB. Predicted peak "
+                   f"(`torch.cuda.max_memory_allocated`): {gib(breakdown.peak_allocated_bytes)} GiB during the "
                    f"{breakdown.peak_phase.replace('_', ' ')} phase."),
         Block("p", f"Run: {describe_run(breakdown)}."),
         *[Block("p", f"**Cannot run here:** {breakdown.blocked_by}.")] * bool(breakdown.blocked_by),
         *[Block("p", f"Warning: {warning}.") for warning in breakdown.warnings],
-        Block("code", command or fit_command(model.name, gpu.key, run)),
+        Block("code", command or command_line(model.name, gpu.key, run)),
         *_breakdown_blocks(breakdown),
+        *_term_blocks(gpu, run, breakdown),
         *_advice_blocks(advise(model, gpu, run), breakdown.fits),
         Block("h2", "Figures"),
         *_figure_blocks(model, gpu, run, breakdown),

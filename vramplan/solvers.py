@@ -10,8 +10,8 @@ The search runs on the scalar (pure-Python) path of the memory model, so `fit` n
   multiple of tokens, or eager attention's s^2), so a galloping search (1, 2, 4, ... then
   bisection of the last gap) finds the answer in about 2 log2(answer) plans.
 - LoRA rank is not monotone everywhere: bitsandbytes' 8-bit and paged optimizers switch a
-  tensor's state format when its element count r x dim crosses `MIN_8BIT_SIZE` (4096) or
-  `MIN_PAGED_SIZE` (1e5) (memory/optimizer.py). Between the breakpoints r = ceil(threshold /
+  tensor's state format when its element count r x dim crosses the entry's `min_8bit_size`
+  (4096) or `min_paged_size` (1e5) (vramplan/optimizers.py, `size_thresholds`). Between the breakpoints r = ceil(threshold /
   dim), one per distinct LoRA tensor dim, the peak is monotone, so each segment is bisected,
   highest segment first. No rank is evaluated one by one, so a limit of 2**31 costs as
   little as 4096.
@@ -22,14 +22,12 @@ from __future__ import annotations
 
 from vramplan.errors import InputError
 from vramplan.memory.dtypes import resolve_dtypes
-from vramplan.memory.optimizer import MIN_8BIT_SIZE, MIN_PAGED_SIZE
 from vramplan.memory.overhead import required_bytes
 from vramplan.memory.plan import peak_allocated_bytes
+from vramplan.optimizers import get_optimizer
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 
-SIZE_FIELDS = {"batch": "micro_batch_size", "seq": "seq_len", "rank": "lora_rank"}
 DEFAULT_LIMITS = {"batch": 4096, "seq": 1_048_576, "rank": 4096}
-_RANK_THRESHOLDS = (MIN_8BIT_SIZE, MIN_PAGED_SIZE)
 _SPLIT = 64
 
 
@@ -142,12 +140,13 @@ def rank_segments(model: ModelSpec, run: RunConfig, dtypes, limit: int) -> list[
     """[(low, high)] ranks in [1, limit] between which no LoRA tensor changes optimizer-state format.
 
     A LoRA tensor holds r x dim elements (dim = in_features for A, out_features for B); it
-    crosses a bitsandbytes threshold T at r = ceil(T / dim), so each such r starts a segment.
+    crosses a threshold T of the run's optimizer at r = ceil(T / dim), so each such r starts a segment.
     """
     from vramplan.memory.lora import lora_tensor_groups
 
     dims = {group.rows * group.cols for group in lora_tensor_groups(model, run.lora_targets, 1, dtypes.moe_experts)}
-    starts = {1} | {-(-threshold // dim) for dim in dims for threshold in _RANK_THRESHOLDS}
+    thresholds = get_optimizer(run.optimizer).size_thresholds
+    starts = {1} | {-(-threshold // dim) for dim in dims for threshold in thresholds}
     starts = sorted(start for start in starts if 1 <= start <= limit)
     return [(start, (starts[i + 1] - 1) if i + 1 < len(starts) else limit) for i, start in enumerate(starts)]
 
@@ -298,7 +297,7 @@ def largest_model(gpu: str | GPUSpec, run: RunConfig | None = None, models: list
 
 
 __all__ = [
-    "DEFAULT_LIMITS", "SIZE_FIELDS", "describe_rounded", "fits_many", "largest_fitting_in", "largest_model",
+    "DEFAULT_LIMITS", "describe_rounded", "fits_many", "largest_fitting_in", "largest_model",
     "largest_monotone", "max_lora_rank", "max_micro_batch", "max_seq_len", "max_size", "power_of_two_floor",
     "rank_segments", "resolve_specs", "smallest_gpu",
 ]

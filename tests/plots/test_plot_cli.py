@@ -113,10 +113,10 @@ def test_markdown_report_writes_its_pngs_beside_it(tmp_path):
 
 def test_report_content_follows_the_run_flags(tmp_path):
     from vramplan.estimate import make_run
-    from vramplan.report import fit_command
+    from vramplan.present import command_line
 
     run = make_run(method="lora", seq_len=2048, gradient_checkpointing=False, lora_targets="q_proj,v_proj")
-    assert fit_command("7b", "a100", run) == (
+    assert command_line("7b", "a100", run) == (
         "vramplan fit --model 7b --gpu a100 --method lora --targets q_proj,v_proj --seq 2048 "
         "--no-gradient-checkpointing")
     first, second = tmp_path / "a.md", tmp_path / "b.md"

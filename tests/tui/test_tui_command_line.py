@@ -6,8 +6,9 @@ import shlex
 import pytest
 
 from vramplan.cli.main import build_parser
-from vramplan.cli.run_flags import command_line, run_config_from_args
+from vramplan.cli.run_flags import run_config_from_args
 from vramplan.estimate import make_run
+from vramplan.present import command_line
 
 RUNS = [
     {},

@@ -10,9 +10,9 @@ from vramplan import solvers
 from vramplan.advice import advise
 from vramplan.cli.main import main
 from vramplan.emit_hf import hf_snippet
-from vramplan.cli.run_flags import command_line
 from vramplan.estimate import make_run, plan
 from vramplan.gpus import get_gpu
+from vramplan.present import command_line
 from vramplan.resolve import resolve_model
 from vramplan.tui.app import ExplorerApp
 from vramplan.tui.screens import HelpScreen, TextScreen
@@ -53,6 +53,7 @@ def test_every_knob_moves_the_answer_exactly_as_plan_does(tmp_path):
         ("gpu_size", "11GiB", "llama-3.2-1b", "11GiB", {}),
         ("model_path", str(config), str(config), "11GiB", {}),
         ("model", "llama-2-7b", "llama-2-7b", "11GiB", {}),
+        ("kbit_prep", "norms", None, None, {"kbit_prep": "norms"}),  # a bool | Literal field: a select of words
         ("method", "lora", None, None, {"method": "lora"}),
         ("weight_format", "fp16", None, None, {"weight_format": "fp16"}),
         ("double_quant", False, None, None, {"double_quant": False}),

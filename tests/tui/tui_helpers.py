@@ -5,7 +5,7 @@ import asyncio
 import html
 import re
 
-from vramplan.cli.format import gib
+from vramplan.present import gib
 from vramplan.tui.widgets.component_table import CAPACITY, TOTAL
 
 

@@ -19,6 +19,7 @@ import tomllib
 from importlib import resources
 
 from vramplan.errors import InputError, from_validation_error
+from vramplan.families import family_names, get_family
 from vramplan.specs.model import ModelSpec
 
 _IGNORED = re.compile(r"[-_.\s]")
@@ -64,6 +65,9 @@ def _catalog() -> tuple[dict[str, ModelSpec], dict[str, list[str]], dict[str, st
     index: dict[str, str] = {}
     for key, fields in _expand_variants(tables):
         names = [key, *fields.pop("aliases", [])]
+        architecture = fields.get("architecture", ModelSpec.model_fields["architecture"].default)
+        if architecture in family_names():  # the family's switches, unless the table sets its own
+            fields = {**get_family(architecture).spec_defaults, **fields}
         try:
             spec = ModelSpec(name=key, source="catalog", **fields)
         except Exception as exc:  # pydantic.ValidationError; keep pydantic out of the signature

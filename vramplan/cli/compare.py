@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vramplan.cli.format import gib, table
+from vramplan.present import gib, table
 
 HELP = "compare one run across GPUs (--gpus) or models (--models): verdict, peak, headroom, max batch/seq"
 EPILOG = """examples:

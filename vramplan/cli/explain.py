@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vramplan.cli.format import COMPONENT_LABELS, describe_run, gib
+from vramplan.present import component_terms, describe_run, gib, term_arithmetic
 
 HELP = "explain each component of the plan: its formula and the numbers plugged in"
 EPILOG = """examples:
@@ -28,32 +28,9 @@ def add_parser(subparsers) -> None:
     add_run_arguments(parser)
 
 
-def explain_components(gpu, run, breakdown) -> list[dict]:
-    """[{component, label, bytes, terms}] for every non-zero component at the peak; the costs outside
-    `max_memory_allocated` (allocator reserve, CUDA context) come last with their own one term."""
-    from vramplan.memory.overhead import overhead_terms
-    from vramplan.memory.terms import as_dict
-
-    terms = dict(breakdown.terms)
-    for name, item in overhead_terms(breakdown.peak_allocated_bytes, run, gpu).items():
-        terms[name] = (as_dict(item),)
-    rows = []
-    for name, value in breakdown.components().items():
-        if value:
-            rows.append({"component": name, "label": COMPONENT_LABELS[name], "bytes": value,
-                         "terms": [item for item in terms.get(name, ()) if item["bytes"]]})
-    return rows
-
-
 def render_term(item: dict) -> str:
     """`name: formula = 2 x 4,096 x 2 B = 16,384 B`, the factors as the plan multiplied them."""
-    product = " x ".join(f"{_number(value)} {label}" for label, value in item["factors"])
-    rounding = {"512 B blocks": " (each tensor rounded up to 512 B)", "floor": " (rounded down)"}.get(item["rounding"], "")
-    return f"{item['name']}: {item['formula']}\n        = {product}{rounding} = {item['bytes']:,} B"
-
-
-def _number(value) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    return f"{item['name']}: {item['formula']}\n        = {term_arithmetic(item)} = {item['bytes']:,} B"
 
 
 def run(args) -> int:
@@ -62,7 +39,7 @@ def run(args) -> int:
 
     model, gpu, run_config = specs_from_args(args)
     result = plan(model, gpu, run_config)
-    rows = explain_components(gpu, run_config, result)
+    rows = component_terms(gpu, run_config, result)
     if args.json:
         print(json.dumps({"model": model.name, "gpu": gpu.key, "fits": result.fits, "peak_phase": result.peak_phase,
                           "peak_allocated_bytes": result.peak_allocated_bytes,

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from vramplan.cli.format import COMPONENT_LABELS, describe_run, gib, table
+from vramplan.components import label
+from vramplan.present import describe_run, gib, table
+from vramplan.stack.notes import stack_line
 
 HELP = "will this run fit? verdict, peak, headroom and a per-component table"
 EPILOG = """examples:
@@ -77,9 +79,14 @@ def simulation_data(result) -> dict:
     }
 
 
-def breakdown_json(breakdown, simulation=None) -> str:
+def breakdown_json(breakdown, simulation=None, cluster=None) -> str:
+    """The Breakdown (of the worst rank), its components, then the per-rank view's additions
+    (`ClusterPlan.json_additions`; one GPU when `cluster` is None)."""
+    from vramplan.specs.cluster import ClusterPlan
+
     data = breakdown.model_dump(mode="json")
     data["components"] = breakdown.components()
+    data |= (cluster or ClusterPlan.single(breakdown)).json_additions()
     if simulation is not None:
         data["simulation"] = simulation_data(simulation)
     return json.dumps(data, indent=2)
@@ -89,7 +96,7 @@ def render(breakdown) -> str:
     verdict = "memory alone" if breakdown.blocked_by else breakdown.verdict
     margin = f", keeping {gib(breakdown.margin_bytes)} GiB free" if breakdown.margin_bytes else ""
     lines = [
-        f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}",
+        f"{breakdown.model} on {breakdown.gpu}: {describe_run(breakdown)}; stack: {stack_line(breakdown.stack)}",
         *([f"CANNOT RUN HERE: {breakdown.blocked_by}"] if breakdown.blocked_by else []),
         f"{verdict}: needs {gib(breakdown.required_bytes)} GiB of {gib(breakdown.capacity_bytes)} GiB{margin}, "
         f"headroom {gib(breakdown.headroom_bytes)} GiB",
@@ -98,7 +105,7 @@ def render(breakdown) -> str:
         f"during {breakdown.peak_phase.replace('_', ' ')}",
         "",
     ]
-    rows = [[COMPONENT_LABELS[name], gib(value)] for name, value in breakdown.components().items() if value]
+    rows = [[label(name), gib(value)] for name, value in breakdown.components().items() if value]
     rows.append(["total needed", gib(breakdown.required_bytes)])
     lines.append(table(["component at the peak", "GiB"], rows))
     if breakdown.warnings or breakdown.notes:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from vramplan.cli.format import gib, table
+from vramplan.present import gib, table
 
 
 def add_parser(subparsers) -> None:

@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = (
     "vramplan.cli.fit",
     "vramplan.cli.maxcmd",
+    "vramplan.cli.serve",
     "vramplan.cli.compare",
     "vramplan.cli.sweep",
     "vramplan.cli.explain",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vramplan.cli.format import describe_run, gib
+from vramplan.present import describe_run, gib
 
 HELP = "the largest micro-batch, sequence length or LoRA rank that fits (solved, not guessed)"
 EPILOG = """examples:

@@ -28,13 +28,14 @@ def run(args) -> int:
     from vramplan.extras import require_extra
     from vramplan.gpus import get_gpu
     from vramplan.plots.output import output_path
-    from vramplan.report import REPORT_FORMATS, fit_command, write_report
+    from vramplan.present import command_line
+    from vramplan.report import REPORT_FORMATS, write_report
     from vramplan.resolve import resolve_model
 
     output_path(args.out, REPORT_FORMATS)  # a bad --out fails before any work
     require_extra("plots", "report")
     run_config = run_config_from_args(args)
     written = write_report(args.out, resolve_model(args.model), get_gpu(args.gpu), run_config,
-                           command=fit_command(args.model, args.gpu, run_config))
+                           command=command_line(args.model, args.gpu, run_config))
     print("wrote " + ", ".join(str(path) for path in written))
     return 0

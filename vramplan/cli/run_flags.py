@@ -6,7 +6,8 @@ import types
 import typing
 
 from vramplan.errors import InputError
-from vramplan.specs.run import RunConfig
+from vramplan.present import SHORT_FLAGS, flag_name
+from vramplan.specs.run import RunConfig, field_choices, field_words
 from vramplan.text import parse_float, parse_int
 
 
@@ -31,27 +32,6 @@ def bounded_int(flag: str, smallest: int, largest: int):
     parse.__name__ = "integer"
     return _typed(parse, flag)
 
-# Short, friendly flag names for the knobs people turn most; every field also has its own.
-SHORT_FLAGS = {
-    "micro_batch_size": ("--batch", "-b"),
-    "seq_len": ("--seq", "-s"),
-    "lora_rank": ("--rank", "-r"),
-    "lora_targets": ("--targets",),
-    "grad_accum_steps": ("--accum",),
-    "weight_format": ("--format",),
-}
-
-
-def flag_name(field: str) -> str:
-    return "--" + field.replace("_", "-")
-
-
-def _choices(annotation):
-    args = typing.get_args(annotation)
-    literal = [a for a in args if typing.get_origin(a) is typing.Literal] or (
-        [annotation] if typing.get_origin(annotation) is typing.Literal else [])
-    return list(typing.get_args(literal[0])) if literal else None
-
 
 def _non_none(annotation):
     """`int` for `int | None` and `Optional[int]`; the annotation itself otherwise."""
@@ -73,8 +53,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         if field.annotation is bool:
             group.add_argument(*flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
             continue
-        choices = _choices(field.annotation)
+        choices = list(field_choices(name) or ())
         base = _non_none(field.annotation)
+        if words := field_words(name):  # kbit_prep: True | "norms" | False
+            words = list(words)
+            group.add_argument(*flags, dest=name, choices=words, default=None, metavar="{" + ",".join(words) + "}",
+                               help=help_text)
+            group.add_argument("--no-" + flags[0][2:], dest=name, action="store_const", const="none",
+                               help=f"same as {flags[0]} none")
+            continue
         if choices:
             group.add_argument(*flags, dest=name, choices=choices, default=None, help=help_text, metavar="{" + ",".join(choices) + "}")
         elif base is int:
@@ -101,20 +88,3 @@ def run_config_from_args(args: argparse.Namespace) -> RunConfig:
         if field in RunConfig.model_fields:
             raise InputError(flag_name(field), exc.message) from None
         raise
-
-
-def command_line(model_text: str, gpu_text: str, run: RunConfig) -> str:
-    """The `vramplan fit ...` line that plans `run`: flags only for fields off their default."""
-    import shlex
-
-    words = ["vramplan", "fit", "--model", model_text, "--gpu", gpu_text]
-    for name, field in RunConfig.model_fields.items():
-        value = getattr(run, name)
-        if value == field.default:
-            continue
-        flag = SHORT_FLAGS.get(name, (flag_name(name),))[0]
-        if isinstance(value, bool):
-            words.append(flag if value else "--no-" + flag[2:])
-        else:
-            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
-    return shlex.join(words)

@@ -73,8 +73,8 @@ def parse_methods(text: str | None) -> list[str] | None:
 
 def run(args) -> int:
     from vramplan.cli.fit import specs_from_args
-    from vramplan.cli.run_flags import SHORT_FLAGS, flag_name
     from vramplan.errors import InputError
+    from vramplan.present import SHORT_FLAGS, flag_name
     from vramplan.sweep import sweep
 
     grid = {flag: parse_int_list(getattr(args, flag), f"--{flag}") for flag in GRID_FLAGS}

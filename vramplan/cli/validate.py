@@ -3,6 +3,7 @@
     vramplan validate run [--only TERM] [--out CSV] [--budget-s S]   # the matrix, on CUDA
     vramplan validate run --smoke                                    # CPU smoke run, nothing measured
     vramplan validate report [PATHS...] [--markdown]                 # accuracy tables
+    vramplan validate published [PATHS...] [--json] [--markdown]     # published measurements vs the plan
 
 The harness lives in the source tree's `validation/` folder (not in the wheel); torch is
 imported only when a run starts.
@@ -24,6 +25,7 @@ EPILOG = """examples:
   vramplan validate run --smoke                      # CPU: every harness path, nothing measured
   vramplan validate report                           # all of validation/results/*.csv
   vramplan validate report my-results.csv --markdown
+  vramplan validate published                        # the corpus in validation/published/ vs the planner
 see validation/README.md for running the matrix on a lent GPU"""
 
 SOURCE_ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +61,16 @@ def add_parser(subparsers) -> None:
     report.add_argument("--simulate", action="store_true",
                         help="also run the trace simulator on every measured case and show its error next to "
                              "the analytic model's (torch extra; seconds per case)")
+    published = actions.add_parser("published", help="published measurements (papers, READMEs, issues) vs the planner",
+                                   description="Each entry of validation/published/*.toml against the planner's "
+                                               "matching quantity; median and max error, verdict agreement, worst.")
+    published.add_argument("paths", nargs="*", type=Path, help="corpus TOML files or folders (default: validation/published/)")
+    published.add_argument("--json", action="store_true", help="machine-readable output")
+    published.add_argument("--markdown", action="store_true", help="Markdown table (for the README)")
+    published.add_argument("--worst", type=bounded_int("--worst", 0, 10_000), default=5, metavar="N",
+                           help="how many worst entries to list (default 5)")
+    published.add_argument("--default-stack", action="store_true",
+                           help="plan every entry with the current releases and no recipe, not the entry's own stack")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +99,9 @@ def run(args) -> int:
         return runner.run_from_args(args, lambda text: print(text, flush=True))
     if args.validate_command == "report":
         return _report(args)
-    print("usage: vramplan validate {run,report} ... (see vramplan validate --help)", file=sys.stderr)
+    if args.validate_command == "published":
+        return _published(args)
+    print("usage: vramplan validate {run,report,published} ... (see vramplan validate --help)", file=sys.stderr)
     return 2
 
 
@@ -112,4 +126,18 @@ def _report(args) -> int:
         compared = [row for file in csv_files(paths) for row in compare_with_results(file)]
         print()
         print(report.render_simulator(report.simulator_rows(compared), markdown=args.markdown))
+    return 0
+
+
+def _published(args) -> int:
+    import json
+
+    published = validation_module("published")
+    entries = published.read_corpus(args.paths or None)
+    summary = published.summarize([published.compare(entry, default_stack=args.default_stack) for entry in entries],
+                                  worst=args.worst)
+    if args.json:
+        print(json.dumps(published.to_json(summary), indent=2))
+    else:
+        print(published.render_markdown(summary) if args.markdown else published.render_text(summary))
     return 0

@@ -22,6 +22,7 @@ each layer keeps only its input and one layer is recomputed during backward.
 """
 from __future__ import annotations
 
+from vramplan.families import get_family
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes
 from vramplan.memory.lora import targeted_linears
 from vramplan.memory.xp import ceil_div, maximum
@@ -52,9 +53,10 @@ def _consumer_group_bytes(names, in_features, input_bytes, compute_bytes, lora_n
 
 
 def effective_attention(model, run) -> str:
-    """The attention implementation transformers really runs: Gemma-2 has no SDPA path
-    (`_supports_sdpa = False`: SDPA cannot soft-cap scores), so it falls back to eager."""
-    if run.attention == "sdpa" and model.architecture == "gemma2":
+    """The attention implementation transformers really runs: a family without an SDPA path
+    (`Family.supports_sdpa`; Gemma-2's `_supports_sdpa = False`: SDPA cannot soft-cap scores) falls
+    back to eager."""
+    if run.attention == "sdpa" and not get_family(model.architecture).supports_sdpa:
         return "eager"
     return run.attention
 
@@ -123,14 +125,16 @@ def qk_norm_saved_per_token(model, run, dtypes: RunDtypes):
     Both compute in fp32 (Qwen3RMSNorm, Gemma3RMSNorm): `pow` and the multiply by rsqrt save the fp32
     projection output (4 x (q + kv)) and rstd (4 per head); the weight multiply saves its other
     operand only when the weight trains (full fine-tuning): Qwen3 the normalized values cast back to
-    the compute dtype (c), Gemma-3 the fp32 ones before `(1 + weight)` (4).
+    the compute dtype (c), a family with `qk_norm_fp32_weight_operand` (Gemma-3) the fp32 ones before
+    `(1 + weight)` (4).
     """
     if not model.qk_norm:
         return 0
     q_and_k = model.q_dim + model.kv_dim
     saved = 4 * q_and_k + 4 * (model.num_attention_heads + model.num_key_value_heads)
     if run.method == "full":
-        saved += (4 if model.architecture == "gemma3" else DTYPE_BYTES[dtypes.compute]) * q_and_k
+        fp32_operand = get_family(model.architecture).qk_norm_fp32_weight_operand
+        saved += (4 if fp32_operand else DTYPE_BYTES[dtypes.compute]) * q_and_k
     return saved
 
 
@@ -170,8 +174,8 @@ def first_layer_unsaved_per_token(model, run, dtypes: RunDtypes):
     keeps the mask only for an input that requires grad. (lora_A still saves its input: its weight
     trains.) Read off the trace simulator's layer-1 live set (Llama-3.1-8B QLoRA: 14 MiB at 512 tokens).
     """
-    if embedding_output_requires_grad(run):
-        return 0
+    if embedding_output_requires_grad(run) or (run.gradient_checkpointing and dtypes.stack.checkpoint_reentrant):
+        return 0  # reentrant checkpointing trains LoRA only through enable_input_require_grads
     h = model.hidden_size
     masks = 0
     if run.uses_lora and run.lora_dropout > 0:
@@ -240,28 +244,26 @@ def backward_transient_per_token(model, run, dtypes: RunDtypes, seq_len):
     return maximum(mlp, attention) + 2 * r_bytes * model.hidden_size
 
 
-def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_len, rank=None):
-    """Bytes alive beside the saved activations at the last layer's backward peak, dequant included.
+def layer_backward_moments(model, run, dtypes: RunDtypes, seq_len, rank=None) -> list[tuple[str, str, object, bool]]:
+    """The candidate largest moments of the last layer's backward, beside the saved activations:
+    (name, formula, bytes per token, whether the dequantized weight is alive too).
 
-    For a dense gated MLP the largest moment is one of (per token; r residual, c compute, m the
-    MLP's stream dtype: r under a quantized base, whose linears return their input dtype, else c;
-    every one also holds the incoming gradient of the layer output, r h):
+    For a dense gated MLP (per token; r residual, c compute, m the MLP's stream dtype: r under a
+    quantized base, whose linears return their input dtype, else c):
     - down_proj backward: the gradient cast to c (c h), grad_x = grad @ W (c i), the LoRA branch's
       input gradient (m i, when down_proj has LoRA) and the dequantized W (`dequant_temp_bytes`);
     - the gate*up product's backward: grad(prod), grad(act), grad(up) (3 m i);
     - checkpointing only, the end of the layer's recompute (down_proj's forward matmul): the MLP
       input held by the MLP's frame (norm output, h), the product (m i), its cast to c (c i), the
-      matmul output (c h) and the dequantized W; down_proj's own LoRA saves are not made yet.
+      matmul output (c h) and the dequantized W, less down_proj's own LoRA saves, not made yet.
     Attention (flash/SDPA): dq, dk, dv plus flash's fp32 dq accumulator; eager: the s^2 score
-    gradients. Read off the trace simulator's live set at the layer_backward peak
-    (vramplan/simulate, Llama-3.1-8B QLoRA at 512 tokens: +63 MiB with the old 3 x i + dequant sum,
-    which added an MLP gradient set and a dequantized weight that are never alive together).
+    gradients. Read off the trace simulator's live set at the layer_backward peak (vramplan/simulate).
     Fused MoE experts keep the coarse bound `backward_transient_per_token` + dequant.
     """
     rank = run.lora_rank if rank is None else rank
-    dequant = dequant_temp_bytes(model, dtypes)
     if model.is_moe:
-        return backward_transient_per_token(model, run, dtypes, seq_len) * tokens + dequant
+        return [("MoE layer backward (coarse bound)", "activations.backward_transient_per_token",
+                 backward_transient_per_token(model, run, dtypes, seq_len), True)]
     c = DTYPE_BYTES[dtypes.compute]
     r = DTYPE_BYTES[dtypes.residual]
     m = r if dtypes.base_quantized else c
@@ -269,32 +271,54 @@ def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_le
     norm_out = max(r, DTYPE_BYTES[dtypes.float_weights])
     down_lora = run.uses_lora and "down_proj" in {
         lin.name for lin in targeted_linears(model, run.lora_targets, dtypes.moe_experts)}
-    down_saved = _consumer_group_bytes(("down_proj",), i, m, c, {"down_proj"} if down_lora else set(),
-                                       run.method == "full", run.lora_dropout > 0, rank)
-    down_saved -= c * rank if down_lora else 0  # lora_B's input (r values) is not down_proj's input
-    down_backward = (c * h + c * i + (m * i if down_lora else 0)) * tokens + dequant
-    product_backward = 3 * m * i * tokens
-    moments = [down_backward, product_backward]
+    moments = [("down_proj backward", "c h + c i" + (" + m i (LoRA input gradient)" if down_lora else ""),
+                c * h + c * i + (m * i if down_lora else 0), True),
+               ("gate*up product backward", "3 m i", 3 * m * i, False)]
     if run.gradient_checkpointing:
-        moments.append((norm_out * h + m * i + c * i + c * h - down_saved) * tokens + dequant)
+        down_saved = _consumer_group_bytes(("down_proj",), i, m, c, {"down_proj"} if down_lora else set(),
+                                           run.method == "full", run.lora_dropout > 0, rank)
+        down_saved -= c * rank if down_lora else 0  # lora_B's input (r values) is not down_proj's input
+        moments.append(("end of the layer's recompute", "norm h + m i + c i + c h - down_proj's saves",
+                        norm_out * h + m * i + c * i + c * h - down_saved, True))
     if effective_attention(model, run) == "eager":
-        attention = (4 + 2 * c) * model.num_attention_heads * seq_len + r * h
+        moments.append(("eager attention backward", "(4 + 2 c) x heads x s + r h",
+                        (4 + 2 * c) * model.num_attention_heads * seq_len + r * h, True))
     else:
-        attention = c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim + r * h
-    moments.append(attention * tokens + dequant)
-    return maximum(*moments) + r * h * tokens
+        moments.append(("attention backward (dq, dk, dv, fp32 dq)", "c (q + 2 kv) + 4 q + r h",
+                        c * (model.q_dim + 2 * model.kv_dim) + 4 * model.q_dim + r * h, True))
+    return moments
+
+
+def incoming_gradient_per_token(model, dtypes: RunDtypes) -> int:
+    """The gradient of the layer's output, r h per token, alive through every moment of a dense layer's
+    backward (0 for fused MoE experts, whose coarse bound `backward_transient_per_token` stands alone)."""
+    return 0 if model.is_moe else DTYPE_BYTES[dtypes.residual] * model.hidden_size
+
+
+def layer_backward_transient_bytes(model, run, dtypes: RunDtypes, tokens, seq_len, rank=None):
+    """Bytes alive beside the saved activations at the last layer's backward peak, dequant included:
+    the largest of `layer_backward_moments` plus the incoming gradient."""
+    dequant = dequant_temp_bytes(model, dtypes)
+    moments = [per_token * tokens + (dequant if with_dequant else 0)
+               for _name, _formula, per_token, with_dequant in layer_backward_moments(model, run, dtypes, seq_len, rank)]
+    return maximum(*moments) + incoming_gradient_per_token(model, dtypes) * tokens
 
 
 def dequant_temp_bytes(model, dtypes: RunDtypes):
     """One dequantized weight in compute dtype, alive during each NF4/FP4 matmul (fwd and bwd).
 
     bitsandbytes `MatMul4Bit` runs `F.linear(A, dequantize_4bit(B).to(A.dtype).t())`
-    (bitsandbytes/autograd/_functions.py); the largest decoder linear bounds it.
+    (bitsandbytes/autograd/_functions.py); the largest decoder linear bounds it. `dequantize_4bit` returns
+    `quant_state.dtype`, the dtype the weight was loaded in: when that is not the compute dtype
+    (`vramplan.stack.rules.bnb_load_dtype`: fp16 under transformers 4.x) `.to(A.dtype)` makes a second copy,
+    both alive during the cast.
     """
     if dtypes.weight_format not in ("nf4", "fp4"):
         return 0
     largest = max(lin.in_features * lin.out_features for lin in model.layer_linears(dtypes.moe_experts))
-    return largest * DTYPE_BYTES[dtypes.compute]
+    load = dtypes.stack.load_dtype or dtypes.compute
+    second = DTYPE_BYTES[load] if load != dtypes.compute else 0  # dequantize_4bit gives quant_state.dtype
+    return largest * (DTYPE_BYTES[dtypes.compute] + second)
 
 
 def checkpoint_bytes_per_token(model, dtypes: RunDtypes):
@@ -303,9 +327,10 @@ def checkpoint_bytes_per_token(model, dtypes: RunDtypes):
 
 
 def attention_mask_kinds(model) -> int:
-    """4-D masks eager attention builds per forward: Gemma-2/3 alternate sliding-window and global
-    layers and `Gemma2Model.forward` / `Gemma3TextModel.forward` build one mask of each."""
-    return 2 if model.architecture in ("gemma2", "gemma3") else 1
+    """4-D masks eager attention builds per forward: families that alternate sliding-window and
+    global layers (`Family.alternating_windows`) build one mask of each (`Gemma2Model.forward`,
+    `Gemma3TextModel.forward`)."""
+    return 2 if get_family(model.architecture).alternating_windows else 1
 
 
 def inference_transient_per_token(model, dtypes: RunDtypes, run=None, seq_len=None, total_tokens=None):

@@ -9,12 +9,17 @@ The rules follow what users run: transformers + peft + bitsandbytes under
   back to the input dtype (bitsandbytes/nn/modules.py), so quantized projections of an
   fp32 stream give fp32 outputs; plain `nn.Linear` under autocast gives compute dtype.
 - peft creates LoRA adapters in fp32 (`autocast_adapter_dtype=True`).
+- "norms" preparation (the QLoRA paper's qlora.py: `if 'norm' in name: module.to(torch.float32)`, embeddings
+  and lm_head back to bf16) keeps only the norm weights fp32; `weight * hidden.to(input_dtype)` in
+  LlamaRMSNorm then gives fp32 norm outputs, the quantized MLP returns fp32 (its input dtype) and the
+  residual add promotes the stream to fp32 from the first MLP on: planned as an fp32 residual.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from vramplan.errors import InputError
+from vramplan.stack.rules import CURRENT_BEHAVIOUR, StackBehaviour
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
 
@@ -41,6 +46,12 @@ class RunDtypes:
     trainable: str  # parameters that get gradients and optimizer state
     kv_cache: str
     moe_experts: str = "linear"  # MoE layout in effect: "fused" 3-D experts or one nn.Linear per expert
+    norms: str = ""  # norm weights when they differ from float_weights ("norms" k-bit preparation)
+    stack: StackBehaviour = CURRENT_BEHAVIOUR  # what the library versions change (vramplan.stack.rules)
+
+    @property
+    def norm_weights(self) -> str:
+        return self.norms or self.float_weights
 
     @property
     def base_quantized(self) -> bool:
@@ -79,7 +90,7 @@ def resolve_dtypes(run, gpu, model) -> RunDtypes:
     if run.method == "full":
         trainable = "fp32" if run.full_precision == "mixed" else compute
         float_weights = trainable
-    elif run.method == "qlora" and run.kbit_prep:
+    elif run.method == "qlora" and run.kbit_prep is True:
         float_weights = "fp32"
         trainable = run.lora_dtype
     else:
@@ -87,13 +98,21 @@ def resolve_dtypes(run, gpu, model) -> RunDtypes:
         trainable = run.lora_dtype
     # The embedding output keeps the embedding's dtype; under autocast nothing casts it back.
     residual = float_weights if DTYPE_BYTES[float_weights] >= DTYPE_BYTES[compute] else compute
+    norms = ""
+    if run.method == "qlora" and run.kbit_prep == "norms":
+        norms = residual = "fp32"
     kv_cache = compute if run.kv_cache_dtype == "auto" else run.kv_cache_dtype
     if kv_cache == "fp8" and not gpu.fp8:
         raise InputError("kv_cache_dtype", f"{gpu.name} has no fp8 support; use auto, bf16 or fp16")
     # GPTQ/AWQ/GGUF runtimes quantize every expert themselves: plan them with per-expert linears.
     moe_experts = run.moe_experts if weight_format in BNB_FORMATS | FLOAT_FORMATS else "linear"
+    from vramplan.stack.profile import resolve_stack
+    from vramplan.stack.rules import stack_behaviour
+
     return RunDtypes(
         moe_experts=moe_experts,
+        norms=norms,
+        stack=stack_behaviour(resolve_stack(run.stack), run),
         compute=compute,
         weight_format=weight_format,
         float_weights=float_weights,

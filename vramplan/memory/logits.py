@@ -23,6 +23,29 @@ def lm_head_cast_bytes(model, dtypes: RunDtypes) -> int:
     return model.vocab_size * model.hidden_size * DTYPE_BYTES[dtypes.compute]
 
 
+def causal_lm_forward_per_vocab(loss_upcast: str, compute_bytes: int) -> tuple[str, str, int]:
+    """(name, formula, bytes per token per vocab entry) of the standard loss' forward peak, by where
+    transformers upcasts (`vramplan.stack.rules.causal_lm_loss_upcast`):
+    - "loss" (>= 4.49): compute-dtype logits kept by the output + fp32 copy + log_softmax output: C + 4 + 4;
+    - "loss_shifted_copy" (4.46 - 4.48): also `logits[..., :-1, :].contiguous()` of the fp32 copy: C + 4 + 4 + 4;
+    - "model_forward" (< 4.46): `logits = logits.float()` in the model's forward frees the compute-dtype
+      logits; fp32 logits + shifted fp32 copy + log_softmax output: 4 + 4 + 4.
+    The backward peak (saved log_softmax output + nll grad + log_softmax grad, 12) is the same in all three:
+    the fp32 logits and the shifted copy are not saved for backward and die with the loss function's frame.
+    """
+    if loss_upcast == "model_forward":
+        return "fp32 logits + shifted fp32 copy + log_softmax", "4 + 4 + 4", 12
+    if loss_upcast == "loss_shifted_copy":
+        return "logits + fp32 copy + shifted fp32 copy + log_softmax", "C + 4 + 4 + 4", compute_bytes + 12
+    return "logits + fp32 copy + log_softmax", "C + 4 + 4", compute_bytes + 8
+
+
+def causal_lm_loss_source(loss_upcast: str) -> str:
+    return {"model_forward": "transformers < 4.46 modeling_llama.py (logits.float(), shift_logits.contiguous())",
+            "loss_shifted_copy": "transformers 4.46-4.48 loss/loss_utils.py (ForCausalLMLoss, shift_logits.contiguous())",
+            }.get(loss_upcast, "transformers/loss/loss_utils.py (ForCausalLMLoss)")
+
+
 def logits_loss_terms(model, run, dtypes: RunDtypes, micro_batch_size, seq_len) -> tuple[list, list]:
     """(forward peak, backward peak) terms of logits and loss for one micro-batch: B/token/vocab x b x s x V."""
     b, s, vocab = micro_batch_size, seq_len, model.vocab_size
@@ -44,7 +67,9 @@ def logits_loss_terms(model, run, dtypes: RunDtypes, micro_batch_size, seq_len) 
                     term("gradients of one chunk", f"8 x b x s x V // {chunks} chunks",
                          (("B", 8 * b * s * vocab // chunks),), source)]
     else:
-        forward = [per_vocab("logits + fp32 copy + log_softmax", f"(C + 4 + 4{cap}) x b x s x V", c + 8 + softcap)]
+        label, formula, nbytes = causal_lm_forward_per_vocab(dtypes.stack.loss_upcast, c)
+        source = causal_lm_loss_source(dtypes.stack.loss_upcast)
+        forward = [per_vocab(label, f"({formula}{cap}) x b x s x V", nbytes + softcap)]
         backward = [per_vocab("log_softmax output + nll grad + log_softmax grad", f"(4 + 4 + 4{cap}) x b x s x V",
                               12 + softcap)]
     head = []
@@ -91,8 +116,8 @@ def tied_embedding_gradient_terms(model, run, dtypes: RunDtypes) -> list:
     """Full fine-tuning of tied embeddings: autograd holds the lm_head's gradient of the shared
     weight in its input buffer until the embedding's dense gradient arrives, then sums the two
     out of place (torch/csrc/autograd/input_buffer.cpp): two extra vocab x hidden gradients in
-    the trainable dtype at the end of backward. Found by the trace simulator (Gemma-2 2B full
-    fine-tuning: the analytic model was 9.6% under at the end of backward)."""
+    the trainable dtype at the end of backward (tests/test_memory_from_simulator.py checks it
+    against the trace simulator on Gemma-2 2B full fine-tuning)."""
     if run.method != "full" or not model.tie_word_embeddings:
         return []
     return [term("tied embedding partial gradients", "2 tensors x V x h x T",

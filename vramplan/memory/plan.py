@@ -19,16 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vramplan.memory import activations, kv_cache, logits, lora, optimizer, parameters, weights
+from vramplan.memory import activations, bnb_autograd, kv_cache, logits, lora, optimizer, parameters, weights
 from vramplan.memory.dtypes import DTYPE_BYTES, RunDtypes, resolve_dtypes
 from vramplan.memory.terms import ALLOCATION, largest, term, total
 from vramplan.memory.xp import _is_array, maximum
-
-ALLOCATED_COMPONENTS = (
-    "quantized_weights", "quant_state", "float_weights", "lora_adapters", "gradients",
-    "optimizer_state", "optimizer_step_temp", "activations", "logits_loss", "kv_cache",
-    "cublas_workspace",
-)
 
 
 @dataclass(frozen=True)
@@ -53,8 +47,13 @@ def base_weight_terms(model, run, dtypes: RunDtypes) -> dict[str, list]:
             return {"quantized_weights": codes, "quant_state": list(state),
                     "float_weights": weights.tensor_group_terms(kept, 4, "fp32")}
         kept = parameters.unquantized_groups(model, dtypes.moe_experts)
-        return {"quantized_weights": list(codes), "quant_state": list(state),
-                "float_weights": weights.tensor_group_terms(kept, float_bytes, dtypes.float_weights)}
+        kept_terms = weights.tensor_group_terms(kept, float_bytes, dtypes.float_weights)
+        if dtypes.norm_weights != dtypes.float_weights:  # "norms" k-bit preparation: norms alone in fp32
+            norms = parameters.norm_groups(model) + parameters.qk_norm_groups(model)
+            others = [group for group in kept if group not in norms]
+            kept_terms = (weights.tensor_group_terms(others, float_bytes, dtypes.float_weights)
+                          + weights.tensor_group_terms(norms, DTYPE_BYTES[dtypes.norm_weights], dtypes.norm_weights))
+        return {"quantized_weights": list(codes), "quant_state": list(state), "float_weights": kept_terms}
     everything = parameters.all_parameter_groups(model, dtypes.moe_experts)
     return {"quantized_weights": [], "quant_state": [],
             "float_weights": weights.tensor_group_terms(everything, float_bytes, dtypes.float_weights)}
@@ -112,9 +111,7 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
     bs = (("b", batch), ("s", seq))
     saved_per_token = sum(activations.saved_bytes_per_token(model, run, dtypes, seq, rank).values())
     copies_layer = activations.per_layer_weight_copies(model, run, dtypes, rank)
-    transient = [term("last layer's backward temporaries", "largest moment (activations.layer_backward_transient_bytes)",
-                      (("B", activations.layer_backward_transient_bytes(model, run, dtypes, batch * seq, seq, rank)),),
-                      "trace simulator live set at layer_backward")]
+    transient = layer_backward_transient_terms(model, run, dtypes, batch, seq, rank)
     logits_fwd, logits_bwd = logits.logits_loss_terms(model, run, dtypes, batch, seq)
     head_grads = []
     if run.method == "full":
@@ -156,6 +153,13 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
         top_layer = all_layers + transient
         last_layer = saved_one + copies_one + transient
 
+    held = bnb_autograd.held_input_terms(model, run, dtypes, batch, seq)
+    int8_copy = bnb_autograd.int8_backward_weight_copy_terms(model, dtypes)
+    forward_acts = forward_acts + held["forward"]
+    backward_acts = backward_acts + held["loss_backward"]
+    top_layer = top_layer + held["layer_backward"] + int8_copy
+    last_layer = last_layer + held["backward_end"] + int8_copy
+
     tied = logits.tied_embedding_gradient_terms(model, run, dtypes)
     step_temp = optimizer.optimizer_step_temp_terms(run.optimizer, groups, trainable_bytes)
     layer_grads = largest("gradients kept or lm_head gradient", "max(kept gradients, lm_head gradient)",
@@ -167,6 +171,24 @@ def phase_terms(model, gpu, run, dtypes: RunDtypes | None = None, *,
         "backward_end": {**base, "gradients": grads_all + tied, "activations": last_layer},
         "optimizer": {**base, "gradients": grads_all, "optimizer_step_temp": step_temp},
     }
+
+
+def layer_backward_transient_terms(model, run, dtypes: RunDtypes, batch, seq, rank) -> list:
+    """`activations.layer_backward_transient_bytes` as terms: the largest moment of the last layer's
+    backward (B/token x b x s, plus the dequantized weight where it is alive) and the incoming gradient."""
+    source = "activations.layer_backward_moments (trace simulator live set at layer_backward)"
+    moments = []
+    for name, formula, per_token, with_dequant in activations.layer_backward_moments(model, run, dtypes, seq, rank):
+        parts = [term(name, f"({formula}) B/token x b x s", (("B/token", per_token), ("b", batch), ("s", seq)), source)]
+        dequant = activations.dequant_temp_bytes(model, dtypes) if with_dequant else 0
+        if dequant:
+            parts.append(term("dequantized weight", "largest linear x C", (("B", dequant),), "bitsandbytes MatMul4Bit"))
+        moments.append(parts)
+    incoming = activations.incoming_gradient_per_token(model, dtypes)
+    incoming_terms = [term("incoming gradient of the layer output", "r h x b x s",
+                           (("B/token", incoming), ("b", batch), ("s", seq)), source)] if incoming else []
+    return largest("last layer's backward temporaries", "largest moment (activations.layer_backward_moments)",
+                   moments, source) + incoming_terms
 
 
 def _any(value) -> bool:

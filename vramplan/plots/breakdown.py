@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import textwrap
 
-from vramplan.plots.style import COMPONENT_STYLE, EDGE, component_label, new_figure, plain_text, to_gib
+from vramplan.plots.style import EDGE, component_label, component_style, new_figure, plain_text, to_gib
+from vramplan.present import describe_run
 
 
 def breakdown_figure(breakdown):
@@ -12,14 +13,12 @@ def breakdown_figure(breakdown):
     Bottom to top: what `max_memory_allocated` sees at the peak phase, then the allocator
     reserve and the CUDA context, so the top of the bar is what the verdict compares.
     """
-    from vramplan.cli.format import describe_run
-
     parts = [(name, value) for name, value in breakdown.components().items() if value > 0]
     figure = new_figure(8.0, 5.6)
     axes = figure.add_subplot()
     bottom = 0.0
     for name, value in parts:
-        colour, hatch = COMPONENT_STYLE.get(name, ("#DDDDDD", ""))
+        colour, hatch = component_style(name)
         height = to_gib(value)
         axes.bar(0, height, width=0.55, bottom=bottom, color=colour, hatch=hatch, edgecolor=EDGE,
                  linewidth=0.6, label=f"{component_label(name)}: {height:.2f} GiB")

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vramplan.plots.style import COMPONENT_STYLE, EDGE, component_label, new_figure, plain_text, short_count, to_gib
+from vramplan.components import allocated_names
+from vramplan.plots.style import EDGE, component_label, component_style, new_figure, plain_text, short_count, to_gib
 
 TAKEOVER_COMPONENTS = ("activations", "logits_loss", "kv_cache")
 
@@ -29,7 +30,7 @@ class SeqComponents:
 
     def largest_allocated(self) -> np.ndarray:
         """Name of the largest allocated component at each point."""
-        allocated = [name for name in self.components if name not in ("allocator_reserve", "cuda_context")]
+        allocated = [name for name in self.components if name in allocated_names()]
         stacked = np.vstack([self.components[name] for name in allocated])
         return np.array(allocated)[stacked.argmax(axis=0)]
 
@@ -55,7 +56,7 @@ def seq_components(model, gpu, run, seq_lens) -> SeqComponents:
     """One vectorized `phase_components` call; at each point keep the peak phase's components."""
     from vramplan.memory.dtypes import resolve_dtypes
     from vramplan.memory.overhead import required_bytes
-    from vramplan.memory.plan import ALLOCATED_COMPONENTS, phase_components, phase_totals
+    from vramplan.memory.plan import phase_components, phase_totals
 
     seq_lens = np.asarray(seq_lens, dtype=np.int64)
     phases = phase_components(model, gpu, run, resolve_dtypes(run, gpu, model), seq_len=seq_lens)
@@ -65,7 +66,7 @@ def seq_components(model, gpu, run, seq_lens) -> SeqComponents:
     peak = totals.argmax(axis=0)
     columns = np.arange(len(seq_lens))
     components = {}
-    for name in ALLOCATED_COMPONENTS:
+    for name in allocated_names():
         per_phase = np.vstack([np.broadcast_to(phases[phase].get(name, 0), shape) for phase in names])
         components[name] = per_phase[peak, columns].astype(np.float64)
     peak_bytes = totals[peak, columns].astype(np.float64)
@@ -84,7 +85,7 @@ def seq_components_figure(data: SeqComponents):
     shown = {name: values for name, values in data.components.items() if np.any(values > 0)}
     figure = new_figure(8.5, 5.2)
     axes = figure.add_subplot()
-    styles = [COMPONENT_STYLE.get(name, ("#DDDDDD", "")) for name in shown]
+    styles = [component_style(name) for name in shown]
     axes.stackplot(data.seq_lens, *[to_gib(values) for values in shown.values()],
                    labels=[component_label(name) for name in shown], colors=[c for c, _ in styles],
                    hatch=[h for _, h in styles], edgecolor=EDGE, linewidth=0.4)

@@ -6,32 +6,14 @@ them apart. Matrices use cividis, whose lightness rises monotonically.
 """
 from __future__ import annotations
 
-from vramplan.cli.format import COMPONENT_LABELS, GIB
+from vramplan import components
+from vramplan.present import GIB
 
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", "-.", ":")
 EDGE = "#333333"
 MATRIX_CMAP = "cividis"
-
-# (fill colour, hatch) per Breakdown component, the same in every figure; no two hatches repeat
-# except the plain fills, which differ in lightness.
-COMPONENT_STYLE = {
-    "quantized_weights": ("#0072B2", ""),
-    "quant_state": ("#56B4E9", "...."),
-    "float_weights": ("#009E73", "//"),
-    "lora_adapters": ("#F0E442", "oo"),
-    "gradients": ("#E69F00", "--"),
-    "optimizer_state": ("#CC79A7", "xx"),
-    "optimizer_step_temp": ("#F3D3E4", "++"),
-    "activations": ("#D55E00", "\\\\"),
-    "logits_loss": ("#FFD8A8", "||"),
-    "kv_cache": ("#56B4E9", "**"),
-    "cublas_workspace": ("#BBBBBB", ".."),
-    "allocator_reserve": ("#E8E8E8", "/"),
-    "cuda_context": ("#999999", ""),
-}
-
 
 def plain_text(text: str) -> str:
     """`text` drawn as it is: every `$` escaped, so matplotlib never reads an untrusted name (a model
@@ -41,7 +23,14 @@ def plain_text(text: str) -> str:
 
 
 def component_label(name: str) -> str:
-    return COMPONENT_LABELS.get(name, name.replace("_", " "))
+    return components.label(name)
+
+
+def component_style(name: str) -> tuple[str, str]:
+    """(fill colour, hatch) of a Breakdown component (`vramplan.components`), the same in every figure;
+    no two hatches repeat except the plain fills, which differ in lightness."""
+    entry = components.component(name)
+    return (entry.plot_colour, entry.plot_hatch) if entry else ("#DDDDDD", "")
 
 
 def to_gib(nbytes):

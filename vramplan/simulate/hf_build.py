@@ -1,13 +1,15 @@
 """The Hugging Face side of a ModelSpec, shared by the trace simulator and the validation harness.
 
-- `hf_config`: the transformers config of the spec's architecture, with exactly its shapes;
-  sliding windows come from the spec (`sliding_window`, `sliding_window_pattern`, which the
-  catalog copies from each config.json), never from the model's name.
+- `hf_config`: the transformers config of the spec's architecture family (`vramplan.families`:
+  its config class and fields), with exactly its shapes; sliding windows come from the spec
+  (`sliding_window`, `sliding_window_pattern`, which the catalog copies from each config.json),
+  never from the model's name.
 - `parameter_dtype`: the dtype the float parameters are built in.
 - `lora_target_names` / `is_lora_target`: which linears get LoRA. The names come from
   `memory.lora.targeted_linears` (the planner's own decision, peft's rules); a module's
   qualified name matches as peft matches it (`inject.is_target`).
 - `LoraLinear` / `add_lora`: peft's `lora.Linear` on a float base, when peft itself is not used.
+- `enable_checkpointing`: non-reentrant gradient checkpointing, as both enable it.
 - k-bit preparation is `vramplan.torch_nf4.inject.prepare_for_kbit_training` for both.
 Torch-side only: the planner core never imports this module.
 """
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from vramplan.errors import InputError
+from vramplan.families import get_family
 from vramplan.memory.lora import targeted_linears
 from vramplan.torch_nf4.inject import is_target
 
@@ -25,49 +28,41 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 def hf_config(model, num_layers: int | None = None, layer_types: list[str] | None = None):
     """The transformers config of `model` (a ModelSpec), optionally with fewer layers and, for the
-    models that alternate sliding-window and global layers (Gemma-2/3), explicit `layer_types`."""
+    models that alternate sliding-window and global layers (Gemma-2/3), explicit `layer_types`.
+    The class and which fields it gets are the family's (`vramplan.families`)."""
     import transformers as tf
 
-    layers = num_layers or model.num_hidden_layers
-    common = dict(
+    try:
+        family = get_family(model.architecture)
+    except KeyError as exc:
+        raise InputError("architecture", exc.args[0]) from None
+    if not family.config_head_dim and model.head_dim != model.hidden_size // model.num_attention_heads:
+        raise InputError("head_dim", f"{family.name} derives head_dim from hidden_size / num_attention_heads "
+                                     f"({model.hidden_size // model.num_attention_heads}); got {model.head_dim}")
+    config_class = getattr(tf, family.config_class, None)
+    if config_class is None:
+        raise InputError("architecture", f"this transformers has no {family.config_class} ({family.name})")
+    spec_fields = {
+        "head_dim": model.head_dim,
+        "attention_bias": model.attention_bias,
+        "sliding_window": model.sliding_window or family.default_sliding_window,
+        "sliding_window_pattern": model.sliding_window_pattern or family.default_window_pattern,
+        "layer_types": layer_types,
+        "num_local_experts": model.num_local_experts,
+        "num_experts_per_tok": model.num_experts_per_tok,
+        "query_pre_attn_scalar": model.head_dim,
+        "attn_logit_softcapping": family.attn_logit_softcapping,
+        "final_logit_softcapping": family.final_logit_softcapping if model.final_logit_softcapping else None,
+    }
+    return config_class(
         hidden_size=model.hidden_size, intermediate_size=model.intermediate_size,
-        num_hidden_layers=layers, num_attention_heads=model.num_attention_heads,
+        num_hidden_layers=num_layers or model.num_hidden_layers, num_attention_heads=model.num_attention_heads,
         num_key_value_heads=model.num_key_value_heads, vocab_size=model.vocab_size,
         tie_word_embeddings=model.tie_word_embeddings,
         max_position_embeddings=model.max_position_embeddings,
         bos_token_id=0, eos_token_id=0, pad_token_id=0, use_cache=False,
+        **{name: spec_fields[name] for name in family.hf_config_fields}, **family.hf_config_constants,
     )
-    arch = model.architecture
-    window = model.sliding_window or None
-    if arch == "llama":
-        return tf.LlamaConfig(**common, head_dim=model.head_dim, attention_bias=model.attention_bias)
-    if arch == "mistral":
-        return tf.MistralConfig(**common, head_dim=model.head_dim, sliding_window=window)
-    if arch == "mixtral":
-        return tf.MixtralConfig(**common, head_dim=model.head_dim, num_local_experts=model.num_local_experts,
-                                num_experts_per_tok=model.num_experts_per_tok, sliding_window=window)
-    if arch == "qwen2":
-        return tf.Qwen2Config(**common, use_sliding_window=False)
-    if arch == "qwen3":
-        return tf.Qwen3Config(**common, head_dim=model.head_dim, attention_bias=model.attention_bias,
-                              use_sliding_window=False)
-    if arch == "gemma2":
-        return tf.Gemma2Config(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
-                               sliding_window=model.sliding_window or 4096, layer_types=layer_types,
-                               attn_logit_softcapping=50.0,
-                               final_logit_softcapping=30.0 if model.final_logit_softcapping else None)
-    if arch == "gemma3":  # the text decoder (Gemma3ForCausalLM), also of the multimodal 4B/12B/27B
-        return tf.Gemma3TextConfig(**common, head_dim=model.head_dim, query_pre_attn_scalar=model.head_dim,
-                                   sliding_window=model.sliding_window or 4096,
-                                   sliding_window_pattern=model.sliding_window_pattern or 6, layer_types=layer_types,
-                                   final_logit_softcapping=None, attn_logit_softcapping=None)
-    if arch == "phi3":
-        if model.head_dim != model.hidden_size // model.num_attention_heads:  # Phi3Config has no head_dim
-            raise InputError("head_dim", f"phi3 derives head_dim from hidden_size / num_attention_heads "
-                                         f"({model.hidden_size // model.num_attention_heads}); got {model.head_dim}")
-        return tf.Phi3Config(**common)
-    raise InputError("architecture", f"no transformers config for {arch!r}; known: gemma2, gemma3, llama, "
-                                     "mistral, mixtral, phi3, qwen2, qwen3")
 
 
 def parameter_dtype(run, dtypes) -> torch.dtype:
@@ -92,6 +87,15 @@ def lora_target_names(model, run, dtypes) -> tuple[str, ...]:
 def is_lora_target(qualified_name: str, names) -> bool:
     """Whether the module at `qualified_name` is one of the LoRA target `names`."""
     return bool(names) and is_target(qualified_name, names)
+
+
+def enable_checkpointing(hf_model) -> None:
+    """Non-reentrant gradient checkpointing (transformers 5.2x renamed it activation checkpointing)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(hf_model, "activation_checkpointing_enable"):
+        hf_model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        hf_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def decoder_layers(hf_model):

@@ -1,7 +1,8 @@
 """Text for `vramplan fit --simulate`: the simulated peak and live set beside the plan."""
 from __future__ import annotations
 
-from vramplan.cli.format import COMPONENT_LABELS, gib, table
+from vramplan.components import label, order
+from vramplan.present import gib, table
 from vramplan.simulate.compare import compare
 from vramplan.simulate.engine import simulate
 
@@ -19,8 +20,8 @@ def render_simulation(model, gpu, run, breakdown) -> str:
     ]
     analytic_parts = next(c.analytic_categories for c in comparisons if c.phase == result.peak_phase)
     names = sorted(set(result.categories_at_peak) | set(analytic_parts),
-                   key=lambda n: list(COMPONENT_LABELS).index(n) if n in COMPONENT_LABELS else 99)
-    rows = [[COMPONENT_LABELS.get(name, name.replace("_", " ")), gib(result.categories_at_peak.get(name, 0)),
+                   key=order)
+    rows = [[label(name), gib(result.categories_at_peak.get(name, 0)),
              gib(analytic_parts.get(name, 0))] for name in names]
     lines.append(table(["live at the simulated peak", "simulated GiB", "analytic GiB"], rows))
     lines.append("simulated phase peaks (GiB): "

@@ -6,8 +6,9 @@ the allocator's reserve (reserved - allocated) and the CUDA context.
 """
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer, model_validator
 
+from vramplan import components as registry
 from vramplan.specs.run import RunConfig
 
 
@@ -31,17 +32,10 @@ class Breakdown(BaseModel):
     total_parameters: int
     trainable_parameters: int
 
-    quantized_weights: int = 0
-    quant_state: int = 0
-    float_weights: int = 0
-    lora_adapters: int = 0
-    gradients: int = 0
-    optimizer_state: int = 0
-    optimizer_step_temp: int = 0
-    activations: int = 0
-    logits_loss: int = 0
-    kv_cache: int = 0
-    cublas_workspace: int = 0
+    component_bytes: dict[str, int] = {}
+    """Bytes of every allocated component at the peak, keyed by its registry name (`vramplan.components`).
+    Each is also an attribute (`breakdown.activations`) and a top-level key of `model_dump()`, 0 when absent;
+    the constructor takes them as keywords (`Breakdown(activations=..., ...)`)."""
 
     peak_phase: str
     terms: dict[str, tuple[dict, ...]] = {}
@@ -61,6 +55,7 @@ class Breakdown(BaseModel):
     reason: str = ""  # why it does not fit, when one component or assumption dominates (vramplan.reasons)
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    stack: dict[str, str | bool] = {}  # library versions, their source, recipe and rules (vramplan.stack.notes)
 
     @property
     def verdict(self) -> str:
@@ -78,10 +73,44 @@ class Breakdown(BaseModel):
     __str__ = __repr__
 
     def components(self) -> dict[str, int]:
-        """Allocated components at the peak, then the costs outside max_memory_allocated."""
-        from vramplan.memory.plan import ALLOCATED_COMPONENTS
+        """Every registered component in order: allocated at the peak, then the costs outside max_memory_allocated."""
+        return {entry.name: self.component_bytes.get(entry.name, 0) if entry.allocated
+                else getattr(self, entry.breakdown_field) for entry in registry.all_components()}
 
-        parts = {name: getattr(self, name) for name in ALLOCATED_COMPONENTS}
-        parts["allocator_reserve"] = self.allocator_reserve_bytes
-        parts["cuda_context"] = self.cuda_context_bytes
-        return parts
+    @model_validator(mode="before")
+    @classmethod
+    def _gather_component_keywords(cls, data):
+        """Allocated components given as keywords (or top-level keys of a dump) go into `component_bytes`."""
+        if not isinstance(data, dict):
+            return data
+        names = registry.allocated_names()
+        data = dict(data)
+        parts = dict(data.pop("component_bytes", None) or {})
+        unknown = sorted(set(parts) - set(names))
+        if unknown:
+            raise ValueError(f"component_bytes: {', '.join(unknown)} not in the registry (vramplan.components)")
+        for name in names:
+            if name in data:
+                parts[name] = data.pop(name)
+        data["component_bytes"] = {name: parts.get(name, 0) for name in names}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _dump_components_as_keys(self, handler):
+        """Today's dump: one top-level key per allocated component, after `trainable_parameters`."""
+        dumped = handler(self)
+        if not isinstance(dumped, dict) or "component_bytes" not in dumped:
+            return dumped
+        parts = dumped.pop("component_bytes")
+        ordered = {}
+        for key, value in dumped.items():
+            ordered[key] = value
+            if key == "trainable_parameters":
+                ordered.update({name: parts.get(name, 0) for name in registry.allocated_names()})
+        return ordered
+
+    def __getattr__(self, name: str):
+        parts = self.__dict__.get("component_bytes")
+        if parts is not None and name in registry.allocated_names():
+            return parts.get(name, 0)
+        return super().__getattr__(name)

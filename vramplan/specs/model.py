@@ -10,11 +10,13 @@ config is refused here instead of planned; so is a model of more than `MAX_PARAM
 """
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from vramplan.families import family_names
 from vramplan.specs.bounds import MAX_PARAMETERS, MODEL_BOUNDS
+
 
 def _bounded(field: str, default: int | None = None, **extra):
     low, high = MODEL_BOUNDS[field]
@@ -23,7 +25,6 @@ def _bounded(field: str, default: int | None = None, **extra):
     return Field(default=default, ge=low, le=high, **extra)
 
 
-Architecture = Literal["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
 
 
 class LinearShape(NamedTuple):
@@ -40,7 +41,7 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    architecture: Architecture = "llama"
+    architecture: str = Field(default="llama", description="the architecture family (vramplan.families)")
     hidden_size: int = _bounded("hidden_size")
     intermediate_size: int = _bounded("intermediate_size")
     num_hidden_layers: int = _bounded("num_hidden_layers")
@@ -70,6 +71,13 @@ class ModelSpec(BaseModel):
     checkpoint_parameters: int = _bounded("checkpoint_parameters", 0, description="exact count from safetensors headers; 0 if unread")
     notes: tuple[str, ...] = Field(
         default=(), description="what was assumed for config fields the planner does not model")
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_family(cls, name: str) -> str:
+        if name not in family_names():
+            raise ValueError(f"unknown architecture {name!r}; known: {', '.join(family_names())}")
+        return name
 
     @model_validator(mode="after")
     def _derive(self) -> "ModelSpec":

@@ -11,11 +11,11 @@ import typing
 
 from vramplan import solvers
 from vramplan.cli.fit import breakdown_json
-from vramplan.cli.run_flags import command_line
 from vramplan.emit_hf import hf_snippet
 from vramplan.errors import InputError
 from vramplan.estimate import make_run, plan
 from vramplan.gpus import get_gpu
+from vramplan.present import command_line
 from vramplan.resolve import resolve_model
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 

@@ -5,7 +5,7 @@ from textual.binding import Binding
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-from vramplan.cli.format import gib
+from vramplan.present import gib
 from vramplan.tui.widgets.keys import KeysInOrder
 
 

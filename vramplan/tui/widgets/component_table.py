@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from vramplan.cli.format import COMPONENT_LABELS, gib
+from vramplan.components import component
+from vramplan.present import gib
 
 TOTAL = "total needed"
 CAPACITY = "GPU capacity"
@@ -26,7 +27,8 @@ class ComponentTable(DataTable, can_focus=False):
         values = {**breakdown.components(), TOTAL: breakdown.required_bytes, CAPACITY: breakdown.capacity_bytes}
         if not self.row_count:
             for key in values:
-                self.add_row(COMPONENT_LABELS.get(key, key), "", "", key=key)
+                entry = component(key)
+                self.add_row(entry.label if entry else key, "", "", key=key)
         for key, value in values.items():
             self.update_cell(key, "gib", gib(value).rjust(7) if value else "      –")
             share = f"{100 * value / breakdown.required_bytes:5.1f}%" if value and key != CAPACITY else ""

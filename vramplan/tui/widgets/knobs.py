@@ -1,12 +1,10 @@
 """The left panel: one input per knob, each with an inline error line under it.
 
-Widgets are made from RunConfig's field types (bool: checkbox, Literal: select, numbers
+Widgets are made from RunConfig's field types (bool: checkbox, a closed set of values: select, numbers
 and names: text input), so a new RunConfig field shows up here without code. The panel
 only shows values and errors; the screen turns its change events into library calls.
 """
 from __future__ import annotations
-
-import typing
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,10 +12,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Checkbox, Collapsible, Input, Label, Select, Static
 
 from vramplan.catalog import list_models
-from vramplan.cli.format import gib
 from vramplan.errors import InputError
 from vramplan.gpus import list_gpus
+from vramplan.present import gib
 from vramplan.specs import RunConfig
+from vramplan.specs.run import field_choices, field_word, field_words
 from vramplan.tui.state import AUTO, WhatIf, field_type
 from vramplan.tui.widgets.keys import KeysInOrder
 
@@ -104,11 +103,13 @@ def _field_widget(name: str, value):
     base, optional = field_type(name)
     tooltip = RunConfig.model_fields[name].description or None
     common = dict(id=knob_id(name), tooltip=tooltip, compact=True)
+    if words := field_words(name):
+        return KnobSelect([(word, word) for word in words], value=value, allow_blank=False, **common)
     if base is bool:
         return KnobCheckbox(label(name), value=value, **common)
-    if typing.get_origin(base) is typing.Literal:
+    if choices := field_choices(name):
         options = [(AUTO, AUTO)] if optional else []
-        options += [(choice, choice) for choice in typing.get_args(base)]
+        options += [(choice, choice) for choice in choices]
         return KnobSelect(options, value=value, allow_blank=False, **common)
     if base is int:
         return NumberInput(value, doubling=name in DOUBLING, **common)
@@ -138,12 +139,14 @@ def knob_values(state: WhatIf) -> dict[str, object]:
     }
     for name in RunConfig.model_fields:
         value = getattr(state.run, name)
-        if field_type(name)[0] is bool:
+        if field_words(name):
+            values[name] = field_word(name, value)
+        elif field_type(name)[0] is bool:
             values[name] = bool(value)
         elif isinstance(value, tuple):
             values[name] = ",".join(value)
         elif value is None:
-            values[name] = AUTO if typing.get_origin(field_type(name)[0]) is typing.Literal else ""
+            values[name] = AUTO if field_choices(name) else ""
         else:
             values[name] = str(value)
     return values

@@ -5,27 +5,18 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from vramplan.cli.format import COMPONENT_LABELS, gib
-
-COLORS = {
-    "quantized_weights": "dodger_blue1",
-    "quant_state": "deep_sky_blue4",
-    "float_weights": "steel_blue1",
-    "lora_adapters": "green3",
-    "gradients": "chartreuse3",
-    "optimizer_state": "gold1",
-    "optimizer_step_temp": "dark_goldenrod",
-    "activations": "magenta",
-    "logits_loss": "orchid1",
-    "kv_cache": "medium_purple1",
-    "cublas_workspace": "grey62",
-    "allocator_reserve": "grey50",
-    "cuda_context": "grey37",
-}
+from vramplan import components
+from vramplan.present import gib
 
 
-def short_label(component: str) -> str:
-    return COMPONENT_LABELS.get(component, component).split(" (")[0]
+def short_label(name: str) -> str:
+    entry = components.component(name)
+    return entry.short_label if entry else name
+
+
+def colour(name: str) -> str:
+    entry = components.component(name)
+    return entry.tui_colour if entry else "white"
 
 
 class MemoryBar(Widget):
@@ -44,7 +35,7 @@ class MemoryBar(Widget):
         for name, value in parts:
             cumulative += value
             end = round(cumulative / scale * width)  # cumulative rounding: segments add up exactly
-            bar.append("█" * (end - used_cells), style=COLORS.get(name, "white"))
+            bar.append("█" * (end - used_cells), style=colour(name))
             used_cells = end
         capacity_cell = round(breakdown.capacity_bytes / scale * width)
         if used_cells < width:
@@ -61,6 +52,6 @@ class MemoryBar(Widget):
             marker = Text(" " * start + label, style="bold red")
         legend = Text()
         for name, value in parts:
-            legend.append("■ ", style=COLORS.get(name, "white"))
+            legend.append("■ ", style=colour(name))
             legend.append(f"{short_label(name)} {gib(value)}  ")
         return Text("\n").join([bar, marker, legend])

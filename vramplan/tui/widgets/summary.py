@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from textual.widgets import Static
 
-from vramplan.cli.format import describe_run, gib
+from vramplan.present import describe_run, gib
 
 
 def verdict_text(breakdown) -> str:
