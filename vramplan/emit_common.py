@@ -9,6 +9,9 @@ arguments (recipes/configs/*.yaml `optimizer._component_`, 0.6.1), which is the 
 """
 from __future__ import annotations
 
+import json
+import re
+
 from vramplan.errors import InputError
 from vramplan.optimizers import get_optimizer, optimizer_names
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
@@ -82,5 +85,37 @@ def require_training(framework: str, run: RunConfig) -> None:
                                    "(use --emit hf for a generate snippet)")
 
 
+_PLAIN_YAML = re.compile(r"[A-Za-z_/][A-Za-z0-9_./-]*")
+_YAML_WORDS = {"true", "false", "yes", "no", "on", "off", "null", "y", "n", "~"}
+
+
+def yaml_scalar(value) -> str:
+    """A YAML 1.1 scalar for a bool, number, None, string or list of them (flow style)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(yaml_scalar(item) for item in value) + "]"
+    text = str(value)
+    return text if _PLAIN_YAML.fullmatch(text) and text.lower() not in _YAML_WORDS else json.dumps(text)
+
+
+def yaml_lines(entries) -> list[str]:
+    """`key: value  # comment` lines; an entry is (key, value) or (key, value, comment); a plain
+    string is a comment line of its own."""
+    lines = []
+    for entry in entries:
+        if isinstance(entry, str):
+            lines.append(entry if entry == "" else f"# {entry}")
+            continue
+        key, value, *comment = entry
+        lines.append(f"{key}: {yaml_scalar(value)}" + (f"  # {comment[0]}" if comment and comment[0] else ""))
+    return lines
+
+
 __all__ = ["FLOAT_FORMATS", "FRAMEWORKS", "framework_optimizers", "header_lines", "loads_with_bitsandbytes",
-           "lora_targets", "mixed_precision", "optimizer_for", "reentrant", "require_format", "require_training"]
+           "lora_targets", "mixed_precision", "optimizer_for", "reentrant", "require_format", "require_training",
+           "yaml_lines", "yaml_scalar"]

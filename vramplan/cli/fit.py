@@ -33,6 +33,7 @@ def add_margin_argument(parser: argparse.ArgumentParser) -> None:
 EMITTERS = {
     "hf": ("vramplan.emit_hf", "hf_snippet"),
     "trl": ("vramplan.emit_trl", "trl_snippet"),
+    "llama-factory": ("vramplan.emit_llama_factory", "llama_factory_yaml"),
 }
 
 
