@@ -34,6 +34,7 @@ EMITTERS = {
     "hf": ("vramplan.emit_hf", "hf_snippet"),
     "trl": ("vramplan.emit_trl", "trl_snippet"),
     "llama-factory": ("vramplan.emit_llama_factory", "llama_factory_yaml"),
+    "torchtune": ("vramplan.emit_torchtune", "torchtune_command"),
 }
 
 
