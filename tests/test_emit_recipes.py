@@ -165,3 +165,121 @@ def test_llama_factory_says_which_checkpoint_a_gptq_plan_on_a_float_repo_needs()
     yaml = pytest.importorskip("yaml")
     text, _, _ = emitted(llama_factory_yaml, method="qlora", weight_format="gptq-4bit")
     assert "at a gptq-4bit checkpoint" in text and "quantization_bit" not in yaml.safe_load(text)
+
+
+def torchtune_files():
+    """torchtune 0.6.1's installed files (its bundled recipe configs and model builders), read as
+    files: torchtune 0.6.1 does not import beside torchao 0.18 (torchao.dtypes.nf4tensor moved)."""
+    import importlib.metadata
+
+    try:
+        distribution = importlib.metadata.distribution("torchtune")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("torchtune is not installed (pip install torchtune==0.6.1 beside torch 2.13)")
+    if distribution.version != "0.6.1":
+        pytest.skip(f"the emitter targets torchtune 0.6.1, {distribution.version} is installed")
+    return distribution.locate_file("")
+
+
+def builder_parameters(root, component: str) -> set[str]:
+    """Keyword names of a torchtune builder, read from _model_builders.py (a `qlora_*` is a partial of `lora_*`)."""
+    import ast
+
+    _, _, family, name = component.split(".")
+    tree = ast.parse((root / f"torchtune/models/{family}/_model_builders.py").read_text())
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    partials = {node.targets[0].id: node.value.args[0].id for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+                and getattr(node.value.func, "id", "") == "partial"}
+    function = functions[partials.get(name, name)]
+    return {arg.arg for arg in function.args.args + function.args.kwonlyargs}
+
+
+TORCHTUNE_CASES = [
+    dict(recipe="torchtune"),
+    dict(),
+    dict(method="lora", lora_targets=("q_proj", "v_proj"), optimizer="adamw_8bit", gradient_checkpointing=False),
+    dict(method="lora", model="gemma-2-2b", optimizer="adamw_fused", loss_impl="chunked", micro_batch_size=4),
+    dict(method="full", model="qwen2.5-0.5b", full_precision="pure", optimizer="sgd_momentum"),
+]
+
+
+@pytest.mark.parametrize("fields", TORCHTUNE_CASES, ids=["recipe", "qlora", "lora-8bit", "gemma2-fused", "full-sgd"])
+def test_torchtune_overrides_merge_onto_its_bundled_config_and_carry_the_plan(fields):
+    from vramplan.emit_torchtune import overrides_from_command, torchtune_command
+
+    omegaconf = pytest.importorskip("omegaconf")
+    root = torchtune_files()
+    command, run, breakdown = emitted(torchtune_command, **fields)
+    config_name, overrides = overrides_from_command(command)
+    base = omegaconf.OmegaConf.load(root / f"recipes/configs/{config_name}.yaml")
+    for override in overrides:  # as torchtune/config/_utils.py _merge_yaml_and_cli_args does
+        key = override.lstrip("~").split("=")[0]
+        parent, _, leaf = key.rpartition(".")
+        node = omegaconf.OmegaConf.select(base, parent) if parent else base
+        if override.startswith("~"):
+            assert leaf in node, f"{key} is not in {config_name}"
+            del node[leaf]
+        elif parent not in ("optimizer", "loss", "tokenizer"):  # component arguments are checked below
+            assert leaf in node, f"{key} is not in {config_name}"
+    merged = omegaconf.OmegaConf.merge(base, omegaconf.OmegaConf.from_dotlist(
+        [override for override in overrides if not override.startswith("~")]))
+    for component in ("model", "tokenizer"):
+        assert set(merged[component]) - {"_component_"} <= builder_parameters(root, merged[component]._component_)
+    assert (merged.batch_size, merged.gradient_accumulation_steps, merged.tokenizer.max_seq_len) \
+        == (run.micro_batch_size, run.grad_accum_steps, run.seq_len)
+    assert merged.enable_activation_checkpointing is run.gradient_checkpointing and merged.dataset.packed is False
+    assert merged.dtype == breakdown.compute_dtype
+    component, kwargs = merged.optimizer._component_, dict(merged.optimizer)
+    assert component == __import__("vramplan.optimizers").optimizers.get_optimizer(run.optimizer).library_class
+    if component.startswith("torch."):
+        import inspect
+
+        torch = pytest.importorskip("torch")
+        accepted = inspect.signature(getattr(torch.optim, component.rsplit(".", 1)[1])).parameters
+        assert set(kwargs) - {"_component_"} <= set(accepted)
+    if run.uses_lora:
+        assert (merged.model.lora_rank, merged.model.lora_alpha, merged.model.lora_dropout) \
+            == (run.lora_rank, run.resolved_lora_alpha, run.lora_dropout)
+        every = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+        targets = every if run.lora_targets == ("all-linear",) else run.lora_targets
+        names = {"o_proj": "output_proj"}
+        assert list(merged.model.lora_attn_modules) == [names.get(t, t) for t in targets if t in every[:4]]
+        assert merged.model.apply_lora_to_mlp is ("gate_proj" in targets)
+    assert merged.model._component_.rsplit(".", 1)[1].startswith({"qlora": "qlora_", "lora": "lora_", "full": ""}[run.method])
+    chunked = merged.loss._component_ == "torchtune.modules.loss.CEWithChunkedOutputLoss"
+    assert chunked is (run.loss_impl == "chunked")
+
+
+def test_torchtune_model_table_names_builders_and_configs_that_exist():
+    from vramplan.emit_torchtune import torchtune_models
+
+    yaml = pytest.importorskip("yaml")
+    root = torchtune_files()
+    for name, entry in torchtune_models().items():
+        get_model(name)
+        for method, config in entry["configs"].items():
+            base = yaml.safe_load((root / f"recipes/configs/{config['config']}.yaml").read_text())
+            assert sorted(base["optimizer"]) == config["optimizer_keys"]
+            assert builder_parameters(root, entry["builders"][method]) is not None
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(weight_format="gptq-4bit"), "torchtune trains qlora on nf4"),
+    (dict(gpu="t4"), "bf16 or fp32, not fp16"),
+    (dict(model="qwen2.5-7b"), "no single-device qlora config for qwen2.5-7b"),
+    (dict(method="lora", lora_targets=("q_proj", "up_proj")), "all of gate_proj, up_proj, down_proj or none"),
+])
+def test_torchtune_bad_combos_are_one_line_input_errors(fields, message):
+    from vramplan.emit_torchtune import torchtune_command
+
+    with pytest.raises(InputError, match=message):
+        emitted(torchtune_command, **fields)
+
+
+def test_torchtune_says_what_it_cannot_express():
+    from vramplan.emit_torchtune import torchtune_command
+
+    command, _, _ = emitted(torchtune_command, checkpointing_variant="reentrant", lora_dtype="fp32", kbit_prep=True)
+    assert "checkpoints non-reentrant" in command and "keeps LoRA weights in dtype=bf16" in command
+    assert "upcasts nothing to fp32" in command

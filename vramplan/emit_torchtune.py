@@ -35,7 +35,7 @@ def torchtune_models() -> dict:
     return json.loads(text)["models"]
 
 
-def _lora_overrides(run: RunConfig) -> list[str]:
+def _lora_overrides(run: RunConfig, takes_output: bool) -> list[str]:
     targets = lora_targets(run)
     if targets is None:  # peft "all-linear": every linear layer of the blocks, not lm_head
         attention, mlp, output = list(ATTENTION_MODULES.values()), True, False
@@ -48,8 +48,10 @@ def _lora_overrides(run: RunConfig) -> list[str]:
                                              f"(got {', '.join(targets)})")
         attention = [ATTENTION_MODULES[name] for name in targets if name in ATTENTION_MODULES]
         mlp, output = bool(mlp_given), "lm_head" in targets
+    if output and not takes_output:
+        raise InputError("lora_targets", "this torchtune builder ties lm_head to the embedding and takes no LoRA on it")
     return [f"model.lora_attn_modules=[{','.join(attention)}]", f"model.apply_lora_to_mlp={mlp}",
-            f"model.apply_lora_to_output={output}", f"model.lora_rank={run.lora_rank}",
+            *([f"model.apply_lora_to_output={output}"] if takes_output else []), f"model.lora_rank={run.lora_rank}",
             f"model.lora_alpha={run.resolved_lora_alpha:g}", f"model.lora_dropout={run.lora_dropout:g}"]
 
 
@@ -98,7 +100,7 @@ def torchtune_command(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown:
     config = entry["configs"][run.method]
     overrides = [f"model._component_={entry['builders'][run.method]}"]
     if run.uses_lora:
-        overrides += _lora_overrides(run)
+        overrides += _lora_overrides(run, entry["lora_to_output"])
     overrides += [f"batch_size={run.micro_batch_size}", f"gradient_accumulation_steps={run.grad_accum_steps}",
                   f"tokenizer.max_seq_len={run.seq_len}", "dataset.packed=False",
                   f"enable_activation_checkpointing={run.gradient_checkpointing}",
