@@ -283,3 +283,84 @@ def test_torchtune_says_what_it_cannot_express():
     command, _, _ = emitted(torchtune_command, checkpointing_variant="reentrant", lora_dtype="fp32", kbit_prep=True)
     assert "checkpoints non-reentrant" in command and "keeps LoRA weights in dtype=bf16" in command
     assert "upcasts nothing to fp32" in command
+
+
+def axolotl_keys() -> set[str]:
+    import json
+    from pathlib import Path
+
+    committed = json.loads(Path("vramplan/emit_fields/axolotl.json").read_text())
+    return {name for names in committed["fields"].values() for name in names}
+
+
+AXOLOTL_CASES = [
+    dict(),
+    dict(weight_format="fp4", double_quant=False, loss_impl="chunked", kbit_prep="norms"),
+    dict(method="qlora", weight_format="int8", lora_targets=("q_proj", "v_proj"), lora_dtype="bf16"),
+    dict(method="full", optimizer="sgd_momentum", gradient_checkpointing=False, checkpointing_variant="reentrant"),
+    dict(method="lora", checkpointing_variant="reentrant", micro_batch_size=4, grad_accum_steps=8, seq_len=2048),
+]
+
+
+@pytest.mark.parametrize("fields", AXOLOTL_CASES, ids=["qlora", "fp4-no-dq-chunked", "int8", "full-sgd", "lora-reentrant"])
+def test_axolotl_yaml_loads_names_only_its_fields_and_carries_the_plan(fields):
+    from vramplan.emit_axolotl import axolotl_yaml
+
+    yaml = pytest.importorskip("yaml")
+    text, run, breakdown = emitted(axolotl_yaml, **fields)
+    config = yaml.safe_load(text)
+    assert set(config) - axolotl_keys() == set()
+    assert all(set(dataset) <= axolotl_keys() for dataset in config["datasets"])
+    assert (config["sequence_len"], config["micro_batch_size"], config["gradient_accumulation_steps"]) \
+        == (run.seq_len, run.micro_batch_size, run.grad_accum_steps)
+    assert config["sample_packing"] is False and config["attn_implementation"] == "sdpa"
+    assert config["gradient_checkpointing"] is run.gradient_checkpointing
+    if run.gradient_checkpointing:
+        assert config["gradient_checkpointing_kwargs"] == {"use_reentrant": run.checkpointing_variant == "reentrant"}
+    from vramplan.optimizers import get_optimizer
+
+    entry = get_optimizer(run.optimizer)
+    assert config["optimizer"] == entry.hf_optim and config.get("optim_args") == entry.hf_optim_args
+    assert config["bf16"] is True and config["fp16"] is False
+    assert config.get("chunked_cross_entropy", False) is (run.loss_impl == "chunked")
+    if run.uses_lora:
+        assert (config["lora_r"], config["lora_alpha"], config["lora_dropout"]) \
+            == (run.lora_rank, run.resolved_lora_alpha, run.lora_dropout)
+        if run.lora_targets == ("all-linear",):
+            assert config["lora_target_linear"] is True
+        else:
+            assert config["lora_target_modules"] == list(run.lora_targets)
+        assert config["peft_autocast_adapter_dtype"] is (run.lora_dtype == "fp32")
+    else:
+        assert "adapter" not in config
+    if breakdown.weight_format in ("nf4", "fp4"):
+        assert config["adapter"] == "qlora" and config["load_in_4bit"] is True
+        transformers = pytest.importorskip("transformers")
+        import inspect
+
+        accepted = inspect.signature(transformers.BitsAndBytesConfig).parameters
+        kwargs = config.get("bnb_config_kwargs", {})
+        assert set(kwargs) <= set(accepted)
+        assert kwargs.get("bnb_4bit_quant_type", "nf4") == breakdown.weight_format
+        assert kwargs.get("bnb_4bit_use_double_quant", True) is run.double_quant
+    if breakdown.weight_format == "int8":
+        assert config["adapter"] == "lora" and config["load_in_8bit"] is True
+
+
+def test_axolotl_says_what_it_cannot_express():
+    from vramplan.emit_axolotl import axolotl_yaml
+
+    no_prep, _, _ = emitted(axolotl_yaml, kbit_prep=False)
+    mixed_full, _, _ = emitted(axolotl_yaml, method="full", full_precision="mixed")
+    assert "always runs prepare_model_for_kbit_training" in no_prep
+    assert "no fp32 master weights" in mixed_full
+
+
+@pytest.mark.parametrize("target", ["llama-factory", "torchtune", "axolotl"])
+def test_cli_emit_targets_print_and_refuse_inference_with_exit_2(target):
+    command = [sys.executable, "-m", "vramplan.cli.main", "fit", "--model", "llama-3.1-8b", "--gpu", "a10g",
+               "--emit", target]
+    good = subprocess.run(command, capture_output=True, text=True)
+    assert good.returncode == 0 and good.stdout.startswith("# vramplan plan: llama-3.1-8b")
+    bad = subprocess.run(command + ["--method", "inference"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -104,15 +104,26 @@ def yaml_scalar(value) -> str:
 
 
 def yaml_lines(entries) -> list[str]:
-    """`key: value  # comment` lines; an entry is (key, value) or (key, value, comment); a plain
-    string is a comment line of its own."""
+    """`key: value  # comment` lines; an entry is (key, value) or (key, value, comment), where a dict
+    value is written as a nested block mapping and a list of dicts as a block sequence of mappings;
+    a plain string is a comment line of its own."""
     lines = []
     for entry in entries:
         if isinstance(entry, str):
             lines.append(entry if entry == "" else f"# {entry}")
             continue
         key, value, *comment = entry
-        lines.append(f"{key}: {yaml_scalar(value)}" + (f"  # {comment[0]}" if comment and comment[0] else ""))
+        suffix = f"  # {comment[0]}" if comment and comment[0] else ""
+        if isinstance(value, dict):
+            lines.append(f"{key}:{suffix}")
+            lines += [f"  {name}: {yaml_scalar(item)}" for name, item in value.items()]
+        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+            lines.append(f"{key}:{suffix}")
+            for item in value:
+                lines += [("  - " if index == 0 else "    ") + f"{name}: {yaml_scalar(field)}"
+                          for index, (name, field) in enumerate(item.items())]
+        else:
+            lines.append(f"{key}: {yaml_scalar(value)}{suffix}")
     return lines
 
 

@@ -35,6 +35,7 @@ EMITTERS = {
     "trl": ("vramplan.emit_trl", "trl_snippet"),
     "llama-factory": ("vramplan.emit_llama_factory", "llama_factory_yaml"),
     "torchtune": ("vramplan.emit_torchtune", "torchtune_command"),
+    "axolotl": ("vramplan.emit_axolotl", "axolotl_yaml"),
 }
 
 
