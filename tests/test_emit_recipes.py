@@ -364,3 +364,44 @@ def test_cli_emit_targets_print_and_refuse_inference_with_exit_2(target):
     assert good.returncode == 0 and good.stdout.startswith("# vramplan plan: llama-3.1-8b")
     bad = subprocess.run(command + ["--method", "inference"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["qlora", "lora", "full"])
+def test_trl_script_trains_a_step_on_a_tiny_local_checkpoint(method, tmp_path):
+    """The whole --emit trl script runs on CPU (the model id rewritten to a tiny local Llama, a
+    word-level tokenizer and two pre-tokenized samples supplied), and on a 4-bit model SFTTrainer
+    really leaves the LoRA weights in bf16, as the script's comment says."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    datasets = pytest.importorskip("datasets")
+    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("trl")
+    pytest.importorskip("peft")
+    if method == "qlora":
+        pytest.importorskip("bitsandbytes")
+    from vramplan.resolve import resolve_model
+
+    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, head_dim=8, vocab_size=64, max_position_embeddings=64)
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-llama"
+    transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**tiny)).save_pretrained(folder)
+    words = tokenizers.Tokenizer(tokenizers.models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0"))
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=words, pad_token="t0", eos_token="t1")
+    model = resolve_model(str(folder))
+    gpu, run = get_gpu("a100"), make_run(method=method, seq_len=16)
+    snippet = trl_snippet(model, gpu, run, plan(model, gpu, run))
+    snippet = snippet.replace('output_dir="out"', f'output_dir="{tmp_path / "out"}"')
+    snippet = snippet.replace('report_to="none",', 'report_to="none", use_cpu=True, max_steps=1, save_strategy="no", '
+                              'logging_strategy="no", disable_tqdm=True,')
+    snippet = snippet.replace("train_dataset=train_dataset)", "train_dataset=train_dataset, processing_class=tokenizer)")
+    samples = datasets.Dataset.from_dict({"input_ids": torch.randint(2, 64, (2, 16)).tolist()})
+    namespace = {"train_dataset": samples, "tokenizer": tokenizer}
+    exec(compile(snippet, "<emit-trl>", "exec"), namespace)
+    assert namespace["trainer"].state.global_step == 1
+    trainable = {param.dtype for param in namespace["model"].parameters() if param.requires_grad}
+    if method == "qlora":
+        assert trainable == {torch.bfloat16}
+    if method != "full":
+        assert type(namespace["model"]).__name__.startswith("PeftModel")
