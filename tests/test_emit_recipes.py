@@ -405,3 +405,27 @@ def test_trl_script_trains_a_step_on_a_tiny_local_checkpoint(method, tmp_path):
         assert trainable == {torch.bfloat16}
     if method != "full":
         assert type(namespace["model"]).__name__.startswith("PeftModel")
+
+
+def test_every_registered_optimizer_has_a_name_in_every_framework():
+    from vramplan.emit_common import HF_TRAINER_FRAMEWORKS, framework_optimizers
+    from vramplan.optimizers import get_optimizer, optimizer_names
+
+    table = framework_optimizers()
+    assert set(table) == set(optimizer_names())
+    for name, by_framework in table.items():
+        entry = get_optimizer(name)
+        assert set(by_framework) == set(HF_TRAINER_FRAMEWORKS) | {"torchtune"}
+        assert by_framework["torchtune"] == (entry.library_class, dict(entry.class_kwargs))
+        assert all(by_framework[framework][0] == entry.hf_optim for framework in HF_TRAINER_FRAMEWORKS)
+
+
+def test_yaml_scalars_round_trip_through_a_yaml_parser():
+    from vramplan.emit_common import yaml_lines
+
+    yaml = pytest.importorskip("yaml")
+    entries = [("flag", True), ("none_word", "none"), ("yes_word", "yes"), ("path", "./out"), ("rate", 0.05),
+               ("names", ["q_proj", "v_proj"]), ("nested", {"use_reentrant": False}),
+               ("items", [{"path": "a/b", "type": "alpaca"}]), ("colon", "a: b")]
+    loaded = yaml.safe_load("\n".join(yaml_lines(entries)))
+    assert loaded == {key: value for key, value, *_ in entries}

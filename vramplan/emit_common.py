@@ -18,9 +18,7 @@ from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.run import ALL_LINEAR
 
 HF_TRAINER_FRAMEWORKS = ("trl", "llama-factory", "axolotl")
-FRAMEWORKS = HF_TRAINER_FRAMEWORKS + ("torchtune",)
 BNB_4BIT_FORMATS = ("nf4", "fp4")
-FLOAT_FORMATS = ("bf16", "fp16", "fp32")
 
 
 def framework_optimizers() -> dict[str, dict[str, tuple[str, dict]]]:
@@ -72,13 +70,6 @@ def loads_with_bitsandbytes(model: ModelSpec, breakdown: Breakdown) -> bool:
     return breakdown.weight_format in BNB_4BIT_FORMATS + ("int8",) and not model.stored_weight_format
 
 
-def require_format(framework: str, breakdown: Breakdown, allowed: tuple[str, ...]) -> None:
-    """InputError naming the framework when it cannot train or load the plan's weight format."""
-    if breakdown.weight_format not in allowed:
-        raise InputError("--emit", f"{framework} cannot load {breakdown.weight_format} weights; "
-                                   f"plan with --weight-format {' or '.join(allowed)}")
-
-
 def require_training(framework: str, run: RunConfig) -> None:
     if not run.trains:
         raise InputError("--emit", f"{framework} writes training recipes; --method inference has none "
@@ -127,6 +118,6 @@ def yaml_lines(entries) -> list[str]:
     return lines
 
 
-__all__ = ["FLOAT_FORMATS", "FRAMEWORKS", "framework_optimizers", "header_lines", "loads_with_bitsandbytes",
-           "lora_targets", "mixed_precision", "optimizer_for", "reentrant", "require_format", "require_training",
+__all__ = ["HF_TRAINER_FRAMEWORKS", "framework_optimizers", "header_lines", "loads_with_bitsandbytes",
+           "lora_targets", "mixed_precision", "optimizer_for", "reentrant", "require_training",
            "yaml_lines", "yaml_scalar"]
