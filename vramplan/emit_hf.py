@@ -59,13 +59,91 @@ def _targets(run: RunConfig) -> str:
     return "[" + ", ".join(f'"{t}"' for t in run.lora_targets) + "]"
 
 
+def quantization_lines(model: ModelSpec, run: RunConfig, breakdown: Breakdown) -> list[str]:
+    """`bnb_config = BitsAndBytesConfig(...)` where bitsandbytes quantizes float weights at load
+    time, else comments on what checkpoint to load for the planned format (none for float plans)."""
+    fmt, compute, stored = breakdown.weight_format, breakdown.compute_dtype, model.stored_weight_format
+    checkpoint = checkpoint_id(model)
+    quantization = fmt in BNB_FORMATS and not stored
+    lines: list[str] = []
+    if fmt == "int8" and quantization:
+        lines.append("bnb_config = BitsAndBytesConfig(load_in_8bit=True)")
+    elif quantization:
+        lines += [
+            "bnb_config = BitsAndBytesConfig(",
+            "    load_in_4bit=True,",
+            f'    bnb_4bit_quant_type="{fmt}",',
+            f"    bnb_4bit_use_double_quant={run.double_quant},",
+            f"    bnb_4bit_compute_dtype={TORCH_DTYPES[compute]},",
+            ")",
+        ]
+        if run.quant_blocksize != 64:
+            lines.append(f"# note: bitsandbytes' 4-bit block size {run.quant_blocksize} is not a BitsAndBytesConfig field")
+    elif fmt not in TORCH_DTYPES or stored:
+        lines += _format_comments(checkpoint, fmt, stored)
+    return lines
+
+
+def lora_config_lines(run: RunConfig) -> list[str]:
+    """`lora_config = LoraConfig(...)` with the planned rank, alpha, dropout and targets."""
+    lines: list[str] = []
+    if run.uses_lora:
+        lines += [
+            "lora_config = LoraConfig(",
+            f"    r={run.lora_rank},",
+            f"    lora_alpha={run.resolved_lora_alpha:g},",
+            f"    lora_dropout={run.lora_dropout:g},",
+            f"    target_modules={_targets(run)},",
+            '    task_type="CAUSAL_LM",',
+            ")",
+        ]
+    return lines
+
+
+def model_load_lines(model: ModelSpec, run: RunConfig, breakdown: Breakdown,
+                     trainer: str = "TrainingArguments") -> list[str]:
+    """The model load as planned: checkpoint, quantization config, load dtype and attention, then
+    the planned k-bit preparation and the peft wrap. `trainer` names what turns checkpointing on."""
+    compute, fmt = breakdown.compute_dtype, breakdown.weight_format
+    checkpoint = checkpoint_id(model)
+    quantization = "bnb_config" if fmt in BNB_FORMATS and not model.stored_weight_format else None
+    lines: list[str] = []
+    load_dtype = compute if run.method != "full" or run.full_precision == "pure" else "fp32"
+    if fmt in TORCH_DTYPES:
+        load_dtype = fmt
+    attention = effective_attention(model, run)
+    lines += [
+        "",
+        LOAD_MARKER,
+        "model = AutoModelForCausalLM.from_pretrained(",
+        f"    {json.dumps(checkpoint)},",
+        *([f"    quantization_config={quantization},"] if quantization else []),
+        f"    dtype={TORCH_DTYPES[load_dtype]},",
+        f'    attn_implementation="{attention}",'
+        + (f"  # {model.architecture} has no {run.attention} path; planned as {attention}"
+           if attention != run.attention else ""),
+        ")",
+    ]
+    if run.method == "qlora" and run.kbit_prep == "norms":  # the QLoRA paper's qlora.py
+        lines.append("for name, module in model.named_modules():")
+        lines.append('    if "norm" in name:')
+        lines.append("        module.to(torch.float32)  # norms only; embeddings and lm_head stay 16-bit")
+    if run.method == "qlora" and run.kbit_prep is True:
+        # peft's own checkpointing switch calls the deprecated gradient_checkpointing_enable;
+        # the Trainer turns it on from activation_checkpointing instead
+        lines.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)"
+                     + (f"  # {trainer} turns checkpointing on" if run.gradient_checkpointing else ""))
+    if run.uses_lora:
+        lines.append("model = get_peft_model(model, lora_config)")
+    return lines
+
+
 def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakdown,
                include_model_load: bool = True) -> str:
     """Python source that sets up the planned run with transformers, peft and bitsandbytes."""
     compute = breakdown.compute_dtype
     fmt = breakdown.weight_format
     stored = model.stored_weight_format
-    checkpoint = checkpoint_id(model)
     # a bitsandbytes config only where bnb quantizes float weights at load time
     quantization = "bnb_config" if fmt in BNB_FORMATS and not stored else None
     verdict = "fits" if breakdown.fits else "DOES NOT FIT"
@@ -82,32 +160,8 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
                      + (", prepare_model_for_kbit_training" if include_model_load and run.method == "qlora" else ""))
     lines += ["", f"max_seq_length = {run.seq_len}  # truncate/pack samples to this (e.g. trl SFTConfig(max_length=...))"]
 
-    if fmt == "int8" and quantization:
-        lines.append("bnb_config = BitsAndBytesConfig(load_in_8bit=True)")
-    elif quantization:
-        lines += [
-            "bnb_config = BitsAndBytesConfig(",
-            "    load_in_4bit=True,",
-            f'    bnb_4bit_quant_type="{fmt}",',
-            f"    bnb_4bit_use_double_quant={run.double_quant},",
-            f"    bnb_4bit_compute_dtype={TORCH_DTYPES[compute]},",
-            ")",
-        ]
-        if run.quant_blocksize != 64:
-            lines.append(f"# note: bitsandbytes' 4-bit block size {run.quant_blocksize} is not a BitsAndBytesConfig field")
-    elif fmt not in TORCH_DTYPES or stored:
-        lines += _format_comments(checkpoint, fmt, stored)
-
-    if run.uses_lora:
-        lines += [
-            "lora_config = LoraConfig(",
-            f"    r={run.lora_rank},",
-            f"    lora_alpha={run.resolved_lora_alpha:g},",
-            f"    lora_dropout={run.lora_dropout:g},",
-            f"    target_modules={_targets(run)},",
-            '    task_type="CAUSAL_LM",',
-            ")",
-        ]
+    lines += quantization_lines(model, run, breakdown)
+    lines += lora_config_lines(run)
     if run.trains:
         mixed = compute if run.method != "full" or run.full_precision == "mixed" else None
         lines += [
@@ -138,34 +192,9 @@ def hf_snippet(model: ModelSpec, gpu: GPUSpec, run: RunConfig, breakdown: Breakd
                      f"num_return_sequences=1)  # batch {run.micro_batch_size} prompts of {run.seq_len} tokens")
 
     if include_model_load:
-        load_dtype = compute if run.method != "full" or run.full_precision == "pure" else "fp32"
-        if fmt in TORCH_DTYPES:
-            load_dtype = fmt
-        attention = effective_attention(model, run)
-        lines += [
-            "",
-            LOAD_MARKER,
-            "model = AutoModelForCausalLM.from_pretrained(",
-            f"    {json.dumps(checkpoint)},",
-            *([f"    quantization_config={quantization},"] if quantization else []),
-            f"    dtype={TORCH_DTYPES[load_dtype]},",
-            f'    attn_implementation="{attention}",'
-            + (f"  # {model.architecture} has no {run.attention} path; planned as {attention}"
-               if attention != run.attention else ""),
-            ")",
-        ]
-        if run.method == "qlora" and run.kbit_prep == "norms":  # the QLoRA paper's qlora.py
-            lines.append("for name, module in model.named_modules():")
-            lines.append('    if "norm" in name:')
-            lines.append("        module.to(torch.float32)  # norms only; embeddings and lm_head stay 16-bit")
-        if run.method == "qlora" and run.kbit_prep is True:
-            # peft's own checkpointing switch calls the deprecated gradient_checkpointing_enable;
-            # the Trainer turns it on from activation_checkpointing instead
-            lines.append("model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)"
-                         + ("  # TrainingArguments turns checkpointing on" if run.gradient_checkpointing else ""))
-        if run.uses_lora:
-            lines.append("model = get_peft_model(model, lora_config)")
+        lines += model_load_lines(model, run, breakdown)
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["LOAD_MARKER", "TARGET_VERSIONS", "checkpoint_id", "hf_snippet"]
+__all__ = ["LOAD_MARKER", "TARGET_VERSIONS", "TORCH_DTYPES", "checkpoint_id", "hf_snippet", "lora_config_lines",
+           "model_load_lines", "quantization_lines"]

@@ -29,6 +29,16 @@ def add_margin_argument(parser: argparse.ArgumentParser) -> None:
                              "(same sizes as --gpu: 1GiB, 500MiB, 2GB; default 0)")
 
 
+# --emit target -> (module, function(model, gpu, run, breakdown) -> text); imported only when asked for
+EMITTERS = {
+    "hf": ("vramplan.emit_hf", "hf_snippet"),
+    "trl": ("vramplan.emit_trl", "trl_snippet"),
+    "llama-factory": ("vramplan.emit_llama_factory", "llama_factory_yaml"),
+    "torchtune": ("vramplan.emit_torchtune", "torchtune_command"),
+    "axolotl": ("vramplan.emit_axolotl", "axolotl_yaml"),
+}
+
+
 def margin_from_args(args) -> int:
     from vramplan.estimate import margin_bytes_from
 
@@ -44,9 +54,10 @@ def add_parser(subparsers) -> None:
     add_margin_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the full Breakdown as JSON (with --simulate, the simulation under 'simulation')")
-    parser.add_argument("--emit", choices=["hf"], default=None,
-                        help="print a ready-to-paste transformers/peft snippet (BitsAndBytesConfig, LoraConfig, "
-                             "TrainingArguments) for this plan instead of the table")
+    parser.add_argument("--emit", choices=list(EMITTERS), default=None,
+                        help="print this plan as a ready-to-paste recipe instead of the table: hf (transformers/peft "
+                             "snippet), trl (SFTTrainer script), llama-factory / axolotl (YAML config), torchtune "
+                             "(config overrides for its bundled recipe)")
     parser.add_argument("--simulate", action="store_true",
                         help="also run one step of the real HF architecture on fake tensors (needs torch + "
                              "transformers; a few seconds) and print its peak and live set beside the plan")
@@ -129,10 +140,12 @@ def run(args) -> int:
             simulation = simulate(model, gpu, run_config)
         print(breakdown_json(breakdown, simulation))
         return 0 if breakdown.fits else 1
-    if args.emit == "hf":
-        from vramplan.emit_hf import hf_snippet
+    if args.emit:
+        import importlib
 
-        print(hf_snippet(model, gpu, run_config, breakdown), end="")
+        module, function = EMITTERS[args.emit]
+        emit = getattr(importlib.import_module(module), function)
+        print(emit(model, gpu, run_config, breakdown), end="")
         return 0 if breakdown.fits else 1
     print(render(breakdown))
     if args.simulate:
