@@ -317,3 +317,17 @@ def test_max_seq_says_when_memory_allows_more_than_the_context_window(capsys):
     value = solvers.max_seq_len(get_model("7b"), get_gpu("a100-80g"), make_run())
     assert code == 0 and value > 4096
     assert f"memory allows {value} tokens, but llama-2-7b's context window is 4096" in out
+
+
+def test_the_command_table_names_every_command_each_module_registers_in_help_order():
+    import argparse
+
+    from vramplan.cli.main import COMMANDS, build_parser
+
+    subparsers = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(subparsers.choices) == list(COMMANDS)
+    for command in COMMANDS:  # a command's own parser alone parses its line as the whole CLI does
+        alone = next(a for a in build_parser(command)._actions if isinstance(a, argparse._SubParsersAction))
+        assert list(alone.choices) == [name for name, module in COMMANDS.items() if module == COMMANDS[command]]
+    line = ["serve", "--engine", "llama.cpp", "--model", "7b", "--gpu", "4090", "-ngl", "10"]
+    assert vars(build_parser("serve").parse_args(line)).keys() == vars(build_parser().parse_args(line)).keys()

@@ -5,22 +5,25 @@ import argparse
 import importlib
 import sys
 
-# Command modules, in the order `--help` lists them. Each has add_parser(subparsers) and
-# either run(args) or sets `handler` defaults on its parsers.
-COMMAND_MODULES = (
-    "vramplan.cli.fit",
-    "vramplan.cli.maxcmd",
-    "vramplan.cli.serve",
-    "vramplan.cli.compare",
-    "vramplan.cli.sweep",
-    "vramplan.cli.explain",
-    "vramplan.cli.listing",
-    "vramplan.cli.plot",
-    "vramplan.cli.report",
-    "vramplan.cli.tui",
-    "vramplan.cli.validate",
-    "vramplan.cli.completion",
-)
+# Command -> the module that defines it, in the order `--help` lists them. Each module has
+# add_parser(subparsers) and either run(args) or sets `handler` defaults on its parsers.
+COMMANDS = {
+    "fit": "vramplan.cli.fit",
+    "max": "vramplan.cli.maxcmd",
+    "serve": "vramplan.cli.serve",
+    "compare": "vramplan.cli.compare",
+    "sweep": "vramplan.cli.sweep",
+    "explain": "vramplan.cli.explain",
+    "models": "vramplan.cli.listing",
+    "gpus": "vramplan.cli.listing",
+    "plot": "vramplan.cli.plot",
+    "report": "vramplan.cli.report",
+    "tui": "vramplan.cli.tui",
+    "explore": "vramplan.cli.tui",
+    "validate": "vramplan.cli.validate",
+    "completion": "vramplan.cli.completion",
+}
+COMMAND_MODULES = tuple(dict.fromkeys(COMMANDS.values()))
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -32,7 +35,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {shown(message, max_chars=400)} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole CLI, or with `command` only that command's parser (what a run of it needs: the
+    engines' flags of `serve` and `compare` are not built for `fit`, which keeps its start-up short)."""
     parser = OneLineErrorParser(
         prog="vramplan",
         description="Will this fine-tuning or inference run fit on this GPU? How much room is left, "
@@ -43,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"vramplan {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
-    for module_name in COMMAND_MODULES:
+    for module_name in (COMMANDS[command],) if command in COMMANDS else COMMAND_MODULES:
         module = importlib.import_module(module_name)
         before = set(subparsers.choices)
         module.add_parser(subparsers)
@@ -57,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     from vramplan.errors import InputError
     from vramplan.text import shown
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    parser = build_parser(words[0] if words else None)
+    args = parser.parse_args(words)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
