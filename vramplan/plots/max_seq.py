@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vramplan.plots.style import LINESTYLES, MARKERS, OKABE_ITO, new_figure, plain_text, short_count
+from vramplan.plots.style import log2_axes, new_figure, plain_text, series_style
 
 DEFAULT_BATCHES = (1, 2, 4, 8, 16, 32)
 SEQ_LIMIT = 1_048_576
@@ -40,15 +40,9 @@ def max_seq_figure(curves: MaxSeqCurves):
         seqs = curves.max_seq[j]
         fits = seqs > 0
         label = plain_text(gpu if fits.any() else f"{gpu} (nothing fits)")
-        axes.plot(batches[fits], seqs[fits], label=label, color=OKABE_ITO[j % len(OKABE_ITO)],
-                  marker=MARKERS[j % len(MARKERS)], linestyle=LINESTYLES[j % len(LINESTYLES)], linewidth=1.8)
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(batches, [str(b) for b in batches])
-    if (curves.max_seq > 0).any():
-        axes.set_yscale("log", base=2)
-        axes.yaxis.set_major_formatter(lambda value, _pos: short_count(value) if value >= 1 else "")
-    else:  # a log axis cannot show an empty plot
-        axes.text(0.5, 0.5, "nothing fits at these batch sizes", transform=axes.transAxes, ha="center", va="center")
+        axes.plot(batches[fits], seqs[fits], label=label, **series_style(j))
+    log2_axes(axes, batches, [str(b) for b in batches], bool((curves.max_seq > 0).any()),
+              "nothing fits at these batch sizes")
     axes.set_xlabel("micro-batch size")
     axes.set_ylabel("max sequence length (tokens)")
     run = curves.run

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from vramplan.plots.style import LINESTYLES, MARKERS, OKABE_ITO, new_figure, plain_text, short_count
+from vramplan.plots.style import log2_axes, new_figure, plain_text, series_style, short_count
 
 DEFAULT_LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072)
 
@@ -40,15 +40,9 @@ def concurrency_figure(curves: ConcurrencyCurves):
         points = [(length, count) for length, count in zip(curves.lengths, curves.requests[j]) if count > 0]
         any_point = any_point or bool(points)
         label = plain_text(gpu if points else f"{gpu} (does not start)")
-        axes.plot([p[0] for p in points], [p[1] for p in points], label=label, color=OKABE_ITO[j % len(OKABE_ITO)],
-                  marker=MARKERS[j % len(MARKERS)], linestyle=LINESTYLES[j % len(LINESTYLES)], linewidth=1.8)
-    axes.set_xscale("log", base=2)
-    axes.set_xticks(curves.lengths, [short_count(length) for length in curves.lengths])
-    if any_point:
-        axes.set_yscale("log", base=2)
-        axes.yaxis.set_major_formatter(lambda value, _pos: short_count(value) if value >= 1 else "")
-    else:  # a log axis cannot show an empty plot
-        axes.text(0.5, 0.5, "vLLM starts at none of these lengths", transform=axes.transAxes, ha="center", va="center")
+        axes.plot([p[0] for p in points], [p[1] for p in points], label=label, **series_style(j))
+    log2_axes(axes, curves.lengths, [short_count(length) for length in curves.lengths], any_point,
+              "vLLM starts at none of these lengths")
     axes.set_xlabel("max-model-len (tokens per request)")
     axes.set_ylabel("concurrent requests at max-model-len")
     axes.set_title(f"{plain_text(curves.model)} ({plain_text(curves.weight_format)}) in vLLM: requests the KV pool holds",

@@ -15,6 +15,24 @@ LINESTYLES = ("-", "--", "-.", ":")
 EDGE = "#333333"
 MATRIX_CMAP = "cividis"
 
+def series_style(index: int) -> dict:
+    """Colour, marker and line style of the index-th series: every line differs in all three."""
+    return dict(color=OKABE_ITO[index % len(OKABE_ITO)], marker=MARKERS[index % len(MARKERS)],
+                linestyle=LINESTYLES[index % len(LINESTYLES)], linewidth=1.8)
+
+
+def log2_axes(axes, ticks, tick_labels, has_points: bool, empty_text: str) -> None:
+    """Both axes in powers of two with compact labels; a log axis cannot show an empty plot, so a
+    plot with no point says `empty_text` instead."""
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(ticks, tick_labels)
+    if has_points:
+        axes.set_yscale("log", base=2)
+        axes.yaxis.set_major_formatter(lambda value, _pos: short_count(value) if value >= 1 else "")
+    else:
+        axes.text(0.5, 0.5, empty_text, transform=axes.transAxes, ha="center", va="center")
+
+
 def plain_text(text: str) -> str:
     """`text` drawn as it is: every `$` escaped, so matplotlib never reads an untrusted name (a model
     folder, a GPU profile, a results file's column) as mathtext, which would typeset `$x^2$` and fail
