@@ -74,8 +74,6 @@ def run(args) -> int:
     from vramplan.cli.fit import margin_from_args
     from vramplan.cli.run_flags import run_config_from_args
     from vramplan.errors import InputError
-    from vramplan.gpus import get_gpu, list_gpus
-    from vramplan.resolve import resolve_model
 
     if (args.gpus is None) == (args.models is None):
         raise InputError("--gpus/--models", "give exactly one of --gpus LIST or --models LIST")
@@ -83,34 +81,28 @@ def run(args) -> int:
     if engine_args is not None:
         return run_engine(args, engine_args)
     run_config = run_config_from_args(args)
-    if args.gpus is not None:
-        model = resolve_model(args.model)
-        gpus = list_gpus() if args.gpus.strip() == "all" else [get_gpu(n) for n in split_list(args.gpus, "--gpus")]
-        rows = [compare_row(gpu.key, model, gpu, run_config, margin_from_args(args)) for gpu in gpus]
-        title, first = f"{model.name} on each GPU", "gpu"
-    else:
-        from vramplan.catalog import list_models
-
-        gpu = get_gpu(args.gpu)
-        models = list_models() if args.models.strip() == "all" else \
-            [resolve_model(n) for n in split_list(args.models, "--models")]
-        rows = [compare_row(model.name, model, gpu, run_config, margin_from_args(args)) for model in models]
-        title, first = f"each model on {gpu.name}", "model"
+    title, first, subjects = _subjects(args)
+    rows = [compare_row(name, model, gpu, run_config, margin_from_args(args)) for name, model, gpu in subjects]
     rows = [{field: row.get(field) for field in FIELDS} for row in rows]
     if args.json:
         print(json.dumps({"compare": first, "run": run_config.model_dump(mode="json"), "rows": rows}, indent=2))
     elif args.csv:
-        import csv
-        import sys
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=[first, *FIELDS[1:]], lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({first: row["name"], **{f: "" if row[f] is None else row[f] for f in FIELDS[1:]}})
+        _write_csv(first, FIELDS, rows)
     else:
         print(f"{title}: {run_config.method}, batch {run_config.micro_batch_size} x seq {run_config.seq_len}")
         print(render_rows(first, rows))
     return 0
+
+
+def _write_csv(first: str, fields, rows: list[dict]) -> None:
+    """Rows as CSV on stdout: the first column named `first`, bytes as plain integers, None as empty."""
+    import csv
+    import sys
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=[first, *fields[1:]], lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({first: row["name"], **{f: "" if row[f] is None else row[f] for f in fields[1:]}})
 
 
 def _subjects(args):
@@ -144,13 +136,7 @@ def run_engine(args, engine_args) -> int:
         settings = {key: value for key, value in vars(engine_args).items() if key != "engine"}
         print(json.dumps({"compare": first, "engine": args.engine, "settings": settings, "rows": rows}, indent=2))
     elif args.csv:
-        import csv
-        import sys
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=[first, *fields[1:]], lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({first: row["name"], **{f: "" if row[f] is None else row[f] for f in fields[1:]}})
+        _write_csv(first, fields, rows)
     else:
         print(f"{title}: serving with {args.engine}")
         print(render_rows(first, rows) if args.engine == "hf" else render_engine_rows(args.engine, first, rows))
