@@ -14,6 +14,7 @@ from vramplan.optimizers import get_optimizer
 from vramplan.reasons import fused_experts_note, leading_reason
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.cluster import ClusterPlan
+from vramplan.specs.parallel import ParallelConfig
 from vramplan.specs.run import ALL_LINEAR
 from vramplan.stack.notes import stack_data, stack_notes
 
@@ -22,6 +23,14 @@ def make_run(**fields) -> RunConfig:
     """RunConfig from keyword fields; a bad field is an InputError naming it."""
     try:
         return RunConfig(**fields)
+    except ValidationError as exc:
+        raise from_validation_error(exc) from None
+
+
+def make_parallel(**fields) -> ParallelConfig:
+    """ParallelConfig from keyword fields; a bad field is an InputError naming it."""
+    try:
+        return ParallelConfig(**fields)
     except ValidationError as exc:
         raise from_validation_error(exc) from None
 
@@ -203,4 +212,4 @@ def estimate(model: str | ModelSpec = "13b", gpu: str | GPUSpec = "t4", *, margi
     return plan(model_spec, gpu_spec, make_run(**run_fields), margin_bytes=margin_bytes_from(margin))
 
 
-__all__ = ["InputError", "blocked_by", "estimate", "make_run", "margin_bytes_from", "plan", "plan_ranks"]
+__all__ = ["InputError", "blocked_by", "estimate", "make_parallel", "make_run", "margin_bytes_from", "plan", "plan_ranks"]
