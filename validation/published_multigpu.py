@@ -60,7 +60,7 @@ def _row(c: Comparison) -> list[str]:
 
 def _lines(summary: MultiGpuSummary) -> list[str]:
     gpu = [f"per-rank GPU: {line}" for line in _summary_lines(summary.gpu)[1:]]
-    host = [f"host RAM: {line}" for line in _summary_lines(summary.host)[1:2]]
+    host = [f"host RAM: {line}" for line in _summary_lines(summary.host)[1:3]]
     sources = len({c.entry.source.id for c in summary.comparisons})
     return [f"{len(summary.comparisons)} multi-GPU entries from {sources} sources, planned with plan_ranks "
             f"({len(summary.gpu.comparisons)} per-rank GPU, {len(summary.host.comparisons)} host RAM)", *gpu, *host]
