@@ -495,17 +495,27 @@ HEADER = ["entry", "measured", "source", "planner", "error", "verdict (planner)"
 
 
 def render_text(summary: Summary) -> str:
-    rows = [HEADER] + [_row(c) for c in summary.comparisons]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + ["", *_summary_lines(summary)])
+    return text_table(HEADER, [_row(c) for c in summary.comparisons], _summary_lines(summary))
 
 
 def render_markdown(summary: Summary) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _row(c)) + " |" for c in summary.comparisons]
-    return "\n".join(lines + ["", *(f"- {line}" for line in _summary_lines(summary))])
+    return markdown_table(HEADER, [_row(c) for c in summary.comparisons], _summary_lines(summary))
+
+
+def text_table(header: list[str], rows: list[list[str]], footer: list[str]) -> str:
+    """Columns padded to their widest cell, a dashed rule under the header, then the footer lines."""
+    rows = [header] + rows
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines + ["", *footer])
+
+
+def markdown_table(header: list[str], rows: list[list[str]], footer: list[str]) -> str:
+    """A Markdown table (pipes in cells escaped), then the footer lines as a bullet list."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines + ["", *(f"- {line}" for line in footer)])
 
 
 def _summary_lines(summary: Summary) -> list[str]:

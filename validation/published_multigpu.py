@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from validation.published import (HOST_MEASURES, Comparison, Summary, _measured_text, _number, _short_stack,
-                                  _summary_lines, compare, summarize)
+                                  _summary_lines, compare, markdown_table, summarize, text_table)
 
 
 @dataclass(frozen=True)
@@ -67,17 +67,11 @@ def _lines(summary: MultiGpuSummary) -> list[str]:
 
 
 def render_text(summary: MultiGpuSummary) -> str:
-    rows = [HEADER] + [_row(c) for c in summary.comparisons]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + ["", *_lines(summary)])
+    return text_table(HEADER, [_row(c) for c in summary.comparisons], _lines(summary))
 
 
 def render_markdown(summary: MultiGpuSummary) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _row(c)) + " |" for c in summary.comparisons]
-    return "\n".join(lines + ["", *(f"- {line}" for line in _lines(summary))])
+    return markdown_table(HEADER, [_row(c) for c in summary.comparisons], _lines(summary))
 
 
 def _figures(summary: Summary) -> dict:
