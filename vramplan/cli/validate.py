@@ -67,7 +67,9 @@ def add_parser(subparsers) -> None:
                                                "matching quantity; median and max error, verdict agreement, worst. "
                                                "Then the multi-GPU entries (validation/published/multigpu/) against "
                                                "plan_ranks: the printed (or worst) rank's peak, and host RAM apart.")
-    published.add_argument("paths", nargs="*", type=Path, help="corpus TOML files or folders (default: validation/published/)")
+    published.add_argument("paths", nargs="*", type=Path,
+                           help="corpus TOML files or folders (default: validation/published/ and its multigpu/; "
+                                "entries with a parallel table go to the multi-GPU section)")
     published.add_argument("--json", action="store_true", help="machine-readable output")
     published.add_argument("--markdown", action="store_true", help="Markdown table (for the README)")
     published.add_argument("--worst", type=bounded_int("--worst", 0, 10_000), default=5, metavar="N",
