@@ -69,7 +69,7 @@ def _machine_entries(parallel: ParallelConfig) -> list:
     if parallel.nodes > 1:
         entries += [("main_process_ip", MAIN_HOST_PLACEHOLDER, "replace with the main machine's address"),
                     ("main_process_port", MAIN_PROCESS_PORT)]
-    return entries if parallel.is_single else entries + [("rdzv_backend", "static"), ("same_network", True)]
+    return entries if parallel.is_single else entries + [("rdzv_backend", "static")]
 
 
 def fsdp_section(model: ModelSpec, run: RunConfig, parallel: ParallelConfig) -> dict:
@@ -201,12 +201,13 @@ def launch_environment(model: ModelSpec, run: RunConfig, parallel: ParallelConfi
 
 
 def torchrun_arguments(parallel: ParallelConfig) -> list[str]:
-    """torchrun's process flags as accelerate launch passes them (prepare_multi_gpu_env: same_network
-    gives master_addr/master_port and node_rank = machine_rank)."""
+    """torchrun's process flags as accelerate launch passes them across machines (prepare_multi_gpu_env:
+    node_rank = machine_rank, rdzv_endpoint = main_process_ip:port; a config's same_network never
+    reaches it, since the launch flag's default False is not None)."""
     arguments = ["--nproc_per_node", str(parallel.gpus), "--nnodes", str(parallel.nodes)]
     if parallel.nodes > 1:
-        arguments += ["--node_rank", "MACHINE_RANK", "--master_addr", MAIN_HOST_PLACEHOLDER,
-                      "--master_port", str(MAIN_PROCESS_PORT)]
+        arguments += ["--node_rank", "MACHINE_RANK", "--rdzv_backend", "static",
+                      "--rdzv_endpoint", f"{MAIN_HOST_PLACEHOLDER}:{MAIN_PROCESS_PORT}"]
     return arguments
 
 

@@ -11,6 +11,7 @@ from vramplan.emit_deepspeed import deepspeed_json, require_zero
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.parallel import ZERO_STRATEGIES, ParallelConfig
 
+
 def file_block(name: str, text: str) -> str:
     """One labelled block of a multi-file answer (the `head` convention)."""
     return f"==> {name} <==\n{text}"
