@@ -421,6 +421,10 @@ def test_settings_a_config_file_cannot_carry_are_said_in_comments():
     assert "bnb_4bit_quant_storage" in _accelerate_yaml("fsdp1-hybrid-2-nodes-qlora")
     assert "decoder-layer units only" in _accelerate_yaml("fsdp1-lora")
     assert "forward prefetch" not in _accelerate_yaml("fsdp2-full")
+    assert "tp_plan='auto'" in _accelerate_yaml("fsdp2-hybrid-tp")
+    model, gpu, run, parallel, breakdown = planned(dict(), dict(gpus=4, strategy="zero3", tensor_parallel=2))
+    zero3_qlora = accelerate_config(model, gpu, run, parallel, breakdown)
+    assert "so ZeRO-3 can shard the 4-bit weights" in zero3_qlora and "sets it only with FSDP2" in zero3_qlora
     model, gpu, run, parallel, breakdown = case("zero3-params-nvme-3-nodes")
     assert "nvme_path" in deepspeed_config(model, gpu, run, parallel, breakdown)["_comment"]
 

@@ -37,6 +37,8 @@ DISTRIBUTED_TYPES = {"single": "NO", "ddp": "MULTI_GPU", **dict.fromkeys(FSDP_ST
                      **dict.fromkeys(ZERO_STRATEGIES, "DEEPSPEED")}
 # FSDP1 ShardingStrategy names (accelerate utils/constants.py FSDP_SHARDING_STRATEGY)
 FSDP1_SHARDING = {"fsdp": "FULL_SHARD", "fsdp-grad-op": "SHARD_GRAD_OP", "fsdp-hybrid": "HYBRID_SHARD"}
+QLORA_STORAGE = ("QLoRA: load with BitsAndBytesConfig(bnb_4bit_quant_storage=<the compute dtype>) so {wrapper} "
+                 "can shard the 4-bit weights with the rest")
 # fsdp_config key -> the variable utils/launch.py prepare_multi_gpu_env exports it as
 FSDP_ENV_NAMES = {"fsdp_transformer_layer_cls_to_wrap": "FSDP_TRANSFORMER_CLS_TO_WRAP"}
 
@@ -112,11 +114,13 @@ def _fsdp_comments(model: ModelSpec, run: RunConfig, parallel: ParallelConfig) -
                         + (", as planned" if lora_units else
                            "; the plan counted decoder-layer units only (plan with fsdp_wrap decoder-layer+lora)"))
     if run.method == "qlora":
-        comments.append("QLoRA: load with BitsAndBytesConfig(bnb_4bit_quant_storage=<the compute dtype>) so FSDP "
-                        "can shard the 4-bit weights with the rest")
+        comments.append(QLORA_STORAGE.format(wrapper="FSDP"))
     if parallel.fsdp_version == 1 and not parallel.limit_all_gathers:
         comments.append("limit_all_gathers=False is no accelerate config key: pass "
                         "FullyShardedDataParallelPlugin(limit_all_gathers=False) to the Accelerator")
+    if parallel.fsdp_version == 2 and parallel.tensor_parallel > 1:
+        comments.append(f"tensor parallel {parallel.tensor_parallel}: load the model with from_pretrained(..., "
+                        "tp_plan='auto') (accelerate's prepare_model raises on a model not split yet)")
     if parallel.fsdp_version == 2 and parallel.forward_prefetch:
         comments.append("accelerate 1.16 does not implement forward prefetch under FSDP2: the run will not prefetch")
     return comments
@@ -155,7 +159,7 @@ def _unexpressed(parallel: ParallelConfig) -> list[str]:
     strategy = parallel.resolved_strategy
     if parallel.tensor_parallel > 1 and not (strategy in FSDP_STRATEGIES and parallel.fsdp_version == 2):
         comments.append(f"tensor parallel {parallel.tensor_parallel}: an accelerate config sets it only with FSDP2 "
-                        "(parallelism_config_tp_size); plan with --fsdp-version 2 or load the model with tp_plan")
+                        "(parallelism_config_tp_size): plan with fsdp_version 2")
     if strategy == "ddp" and parallel.ddp_bucket_cap_mb != 25:
         comments.append(f"DDP bucket_cap_mb {parallel.ddp_bucket_cap_mb} is no accelerate config key: pass "
                         "TrainingArguments(ddp_bucket_cap_mb=...) or DistributedDataParallelKwargs(bucket_cap_mb=...)")
@@ -171,6 +175,8 @@ def config_entries(model: ModelSpec, run: RunConfig, parallel: ParallelConfig, b
         entries += ["mixed_precision: bf16/fp16 are set in " + DEEPSPEED_CONFIG_FILE
                     + " (accelerate refuses mixed_precision beside deepspeed_config_file)",
                     ("deepspeed_config", deepspeed_section(parallel))]
+        if run.method == "qlora" and strategy == "zero3":
+            entries.append(QLORA_STORAGE.format(wrapper="ZeRO-3"))
     else:
         entries.append(("mixed_precision", _precision(run, breakdown)))
     if strategy in FSDP_STRATEGIES:
