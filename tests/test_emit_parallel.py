@@ -180,13 +180,17 @@ def test_accelerate_config_round_trips_through_accelerates_cluster_config(name, 
     assert ClusterConfig.from_yaml_file(str(again)).to_dict() == as_dict
 
 
-def _launched_environment(config_path: Path, monkeypatch) -> tuple[object, dict]:
-    """Run accelerate launch's own argument handling and environment builder on the config (no processes)."""
+def _launched_environment(name: str, tmp_path, monkeypatch) -> tuple[tuple, object, dict]:
+    """Case `name`'s plan, and what accelerate launch's own argument handling and environment builder
+    make of its config file (no process is started)."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import launch as launch_utils
 
+    planned_case = case(name)
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(accelerate_config(*planned_case))
     monkeypatch.setattr(launch_utils, "is_port_in_use", lambda port=None: False)
-    args = launch_command_parser().parse_args(["--config_file", str(config_path), "train.py"])
+    args = launch_command_parser().parse_args(["--config_file", str(path), "train.py"])
     args, defaults, mixed_from_config = _validate_launch_command(args)
     if args.use_deepspeed:
         fields = list(defaults.deepspeed_config) + (["mixed_precision"] if mixed_from_config else [])
@@ -194,23 +198,19 @@ def _launched_environment(config_path: Path, monkeypatch) -> tuple[object, dict]
         _, env = launch_utils.prepare_deepspeed_cmd_env(args)
     else:
         env = launch_utils.prepare_multi_gpu_env(args)
-    return args, env
+    return planned_case, args, env
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if name != "single"])
 def test_torchrun_line_sets_what_accelerate_launch_sets(name, tmp_path, monkeypatch):
     pytest.importorskip("accelerate")
-    model, gpu, run, parallel, breakdown = case(name)
-    path = tmp_path / "accelerate.yaml"
-    path.write_text(accelerate_config(model, gpu, run, parallel, breakdown))
-    args, env = _launched_environment(path, monkeypatch)
+    (model, gpu, run, parallel, breakdown), args, env = _launched_environment(name, tmp_path, monkeypatch)
     ours = launch_environment(model, run, parallel, breakdown)
     assert {key: env.get(key) for key in ours} == ours
     settings = ("FSDP_", "ACCELERATE_USE_", "ACCELERATE_DEEPSPEED_", "ACCELERATE_MIXED_PRECISION")
-    exported = {key for key in env if key.startswith(settings)}
-    read_by_the_plugin = {key for key in exported if key not in ours and env[key] not in ("", "None")}
-    # what the launcher exports beyond ours is its own default for a setting the plan leaves alone
-    assert read_by_the_plugin <= {"FSDP_MIN_NUM_PARAMS", "FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD",
+    beyond_ours = {key for key in env if key.startswith(settings) and key not in ours and env[key] not in ("", "None")}
+    # the launcher's own defaults for settings this FSDP version does not read or the plan leaves alone
+    assert beyond_ours <= {"FSDP_MIN_NUM_PARAMS", "FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD",
                                   "FSDP_RESHARD_AFTER_FORWARD", "FSDP_SHARDING_STRATEGY", "FSDP_FORWARD_PREFETCH",
                                   "FSDP_USE_ORIG_PARAMS", "FSDP_SYNC_MODULE_STATES", "ACCELERATE_USE_PARALLELISM_CONFIG"}
     flags = torchrun_arguments(parallel)
@@ -229,10 +229,7 @@ def test_fsdp_plugin_built_from_the_launch_environment_is_the_planned_one(name, 
     from accelerate.utils import FullyShardedDataParallelPlugin
     from torch.distributed.fsdp import BackwardPrefetch, ShardingStrategy
 
-    model, gpu, run, parallel, breakdown = case(name)
-    path = tmp_path / "accelerate.yaml"
-    path.write_text(accelerate_config(model, gpu, run, parallel, breakdown))
-    _, env = _launched_environment(path, monkeypatch)
+    (model, gpu, run, parallel, breakdown), _, env = _launched_environment(name, tmp_path, monkeypatch)
     for key, value in env.items():
         if key.startswith(("FSDP_", "ACCELERATE_")):
             monkeypatch.setenv(key, value)
