@@ -208,11 +208,12 @@ def test_torchrun_line_sets_what_accelerate_launch_sets(name, tmp_path, monkeypa
     ours = launch_environment(model, run, parallel, breakdown)
     assert {key: env.get(key) for key in ours} == ours
     settings = ("FSDP_", "ACCELERATE_USE_", "ACCELERATE_DEEPSPEED_", "ACCELERATE_MIXED_PRECISION")
-    beyond_ours = {key for key in env if key.startswith(settings) and key not in ours and env[key] not in ("", "None")}
+    beyond_ours = {key for key in env
+                   if key.startswith(settings) and key not in ours and env[key] not in ("", "None")}
     # the launcher's own defaults for settings this FSDP version does not read or the plan leaves alone
     assert beyond_ours <= {"FSDP_MIN_NUM_PARAMS", "FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD",
-                                  "FSDP_RESHARD_AFTER_FORWARD", "FSDP_SHARDING_STRATEGY", "FSDP_FORWARD_PREFETCH",
-                                  "FSDP_USE_ORIG_PARAMS", "FSDP_SYNC_MODULE_STATES", "ACCELERATE_USE_PARALLELISM_CONFIG"}
+                           "FSDP_RESHARD_AFTER_FORWARD", "FSDP_SHARDING_STRATEGY", "FSDP_FORWARD_PREFETCH",
+                           "FSDP_USE_ORIG_PARAMS", "FSDP_SYNC_MODULE_STATES"}
     flags = torchrun_arguments(parallel)
     assert flags[flags.index("--nproc_per_node") + 1] == str(args.nproc_per_node)
     if parallel.nodes > 1:
