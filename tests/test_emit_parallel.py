@@ -4,6 +4,7 @@ FSDP/DeepSpeed settings the plan assumed; the DeepSpeed JSON parses with DeepSpe
 classes and transformers' Trainer accepts it for the planned TrainingArguments."""
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
@@ -53,7 +54,7 @@ def _model_keys(model_class) -> list[str]:
 
 
 DEEPSPEED_TOP_LEVEL = ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping", "bf16",
-                       "fp16", "optimizer", "zero_force_ds_cpu_optimizer", "zero_optimization")
+                       "fp16", "optimizer", "zero_force_ds_cpu_optimizer", "tensor_parallel", "zero_optimization")
 
 
 def installed_deepspeed_fields() -> dict:
@@ -61,11 +62,14 @@ def installed_deepspeed_fields() -> dict:
     deepspeed = pytest.importorskip("deepspeed")
     from deepspeed.runtime import constants
     from deepspeed.runtime.precision_config import DeepSpeedBF16Config, DeepSpeedFP16Config
+    from deepspeed.runtime.tensor_parallel import config as tensor_parallel_config
     from deepspeed.runtime.zero import config as zero_config
     from deepspeed.runtime.zero.offload_config import (DeepSpeedZeroOffloadOptimizerConfig,
                                                        DeepSpeedZeroOffloadParamConfig)
 
     known = {value for value in vars(constants).values() if isinstance(value, str)} | {zero_config.ZERO_OPTIMIZATION}
+    if "'tensor_parallel' in ds_config" in inspect.getsource(tensor_parallel_config.get_tensor_parallel_config):
+        known.add("tensor_parallel")
     return {"source": "pypi:deepspeed", "version": deepspeed.__version__,
             "note": "top_level: the keys vramplan writes, each a key name of runtime/constants.py or "
                     "runtime/zero/config.py (DeepSpeedConfig reads top-level keys by name and ignores others, "
@@ -75,7 +79,8 @@ def installed_deepspeed_fields() -> dict:
                        "zero_optimization": _model_keys(zero_config.DeepSpeedZeroConfig),
                        "offload_optimizer": _model_keys(DeepSpeedZeroOffloadOptimizerConfig),
                        "offload_param": _model_keys(DeepSpeedZeroOffloadParamConfig),
-                       "bf16": _model_keys(DeepSpeedBF16Config), "fp16": _model_keys(DeepSpeedFP16Config)}}
+                       "bf16": _model_keys(DeepSpeedBF16Config), "fp16": _model_keys(DeepSpeedFP16Config),
+                       "tensor_parallel": _model_keys(tensor_parallel_config.TPTrainingConfig)}}
 
 
 @pytest.mark.parametrize("name, installed", [("accelerate", installed_accelerate_fields),
@@ -104,6 +109,7 @@ def planned(run_fields: dict, parallel_fields: dict, model="llama-3.1-8b", gpu="
 CASES = {
     "single": (dict(method="lora"), dict()),
     "ddp-4": (dict(method="lora", gradient_checkpointing=False), dict(gpus=4, ddp_bucket_cap_mb=100)),
+    "ddp-tp": (dict(method="lora"), dict(gpus=4, tensor_parallel=2)),
     "fsdp1-lora": (dict(method="lora"), dict(gpus=4, strategy="fsdp")),
     "fsdp1-grad-op-full": (dict(method="full", full_precision="mixed"),
                            dict(gpus=8, strategy="fsdp-grad-op", backward_prefetch=False, forward_prefetch=True)),
@@ -117,6 +123,7 @@ CASES = {
     "zero2-offload-sgd": (dict(method="full", optimizer="sgd_momentum"),
                           dict(gpus=4, strategy="zero2", offload="optimizer", reduce_bucket_size=200_000_000)),
     "zero3-offload-optimizer": (dict(method="full"), dict(gpus=8, strategy="zero3", offload="optimizer")),
+    "zero3-tp-qlora": (dict(), dict(gpus=4, strategy="zero3", tensor_parallel=2, sequence_parallel=True)),
     "zero3-params-nvme-3-nodes": (dict(method="lora", micro_batch_size=2, grad_accum_steps=8),
                                   dict(gpus=8, nodes=3, strategy="zero3", offload="params", offload_device="nvme",
                                        stage3_prefetch_bucket_size=1000, overlap_comm=False)),
@@ -288,7 +295,9 @@ def test_deepspeed_json_names_only_accepted_keys_and_parses_with_deepspeed(name)
     for section in ("offload_optimizer", "offload_param"):
         assert set(zero.get(section, {})) <= accepted[section]
     assert set(config["bf16"]) <= accepted["bf16"] and set(config["fp16"]) <= accepted["fp16"]
+    assert set(config.get("tensor_parallel", {})) <= accepted["tensor_parallel"]
     parsed = DeepSpeedConfig(config)
+    assert parsed.tensor_parallel_config.autotp_size == (parallel.tensor_parallel if parallel.tensor_parallel > 1 else 0)
     hidden = model.hidden_size
     stage = int(parallel.resolved_strategy[-1])
     assert parsed.zero_optimization_stage == stage
@@ -420,9 +429,9 @@ def test_settings_a_config_file_cannot_carry_are_said_in_comments():
     assert "decoder-layer units only" in _accelerate_yaml("fsdp1-lora")
     assert "forward prefetch" not in _accelerate_yaml("fsdp2-full")
     assert "tp_plan='auto'" in _accelerate_yaml("fsdp2-hybrid-tp")
-    model, gpu, run, parallel, breakdown = planned(dict(), dict(gpus=4, strategy="zero3", tensor_parallel=2))
-    zero3_qlora = accelerate_config(model, gpu, run, parallel, breakdown)
-    assert "so ZeRO-3 can shard the 4-bit weights" in zero3_qlora and "sets it only with FSDP2" in zero3_qlora
+    zero3_qlora = _accelerate_yaml("zero3-tp-qlora")
+    assert "so ZeRO-3 can shard the 4-bit weights" in zero3_qlora and "Ulysses" in zero3_qlora
+    assert "accelerate sets it with FSDP2" in _accelerate_yaml("ddp-tp")
     model, gpu, run, parallel, breakdown = case("zero3-params-nvme-3-nodes")
     assert "nvme_path" in deepspeed_config(model, gpu, run, parallel, breakdown)["_comment"]
 

@@ -157,9 +157,13 @@ def _unexpressed(parallel: ParallelConfig) -> list[str]:
     """Plan settings an accelerate config file cannot carry."""
     comments = []
     strategy = parallel.resolved_strategy
-    if parallel.tensor_parallel > 1 and not (strategy in FSDP_STRATEGIES and parallel.fsdp_version == 2):
-        comments.append(f"tensor parallel {parallel.tensor_parallel}: an accelerate config sets it only with FSDP2 "
-                        "(parallelism_config_tp_size): plan with fsdp_version 2")
+    fsdp2 = strategy in FSDP_STRATEGIES and parallel.fsdp_version == 2
+    if parallel.tensor_parallel > 1 and not fsdp2 and strategy not in ZERO_STRATEGIES:
+        comments.append(f"tensor parallel {parallel.tensor_parallel}: accelerate sets it with FSDP2 "
+                        "(parallelism_config_tp_size) or DeepSpeed AutoTP only: plan with fsdp_version 2 or zero*")
+    if parallel.tensor_parallel > 1 and parallel.sequence_parallel:
+        comments.append("sequence_parallel (Megatron norm/dropout sharding) has no switch in an accelerate config or "
+                        "DeepSpeed AutoTP (parallelism_config sp_* is Ulysses sequence parallelism, another scheme)")
     if strategy == "ddp" and parallel.ddp_bucket_cap_mb != 25:
         comments.append(f"DDP bucket_cap_mb {parallel.ddp_bucket_cap_mb} is no accelerate config key: pass "
                         "TrainingArguments(ddp_bucket_cap_mb=...) or DistributedDataParallelKwargs(bucket_cap_mb=...)")

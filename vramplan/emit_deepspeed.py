@@ -91,6 +91,12 @@ def optimizer_entries(run: RunConfig, parallel: ParallelConfig) -> tuple[dict, l
         "optimizers are Adam/AdamW and Lion: plan with --optimizer adamw for DeepSpeedCPUAdam)"]
 
 
+def tensor_parallel(parallel: ParallelConfig) -> dict:
+    """DeepSpeed AutoTP training (runtime/tensor_parallel/config.py TPTrainingConfig.autotp_size; accelerate
+    1.16's accelerator.py builds the tp mesh from it) when the plan splits layers over T GPUs."""
+    return {"tensor_parallel": {"autotp_size": parallel.tensor_parallel}} if parallel.tensor_parallel > 1 else {}
+
+
 def deepspeed_config(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig,
                      breakdown: Breakdown) -> dict:
     """The DeepSpeed config as a dict (see `deepspeed_json`)."""
@@ -113,7 +119,7 @@ def deepspeed_config(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: P
     return {"_comment": "; ".join(notes), **sixteen_bit,
             "train_micro_batch_size_per_gpu": run.micro_batch_size,
             "gradient_accumulation_steps": run.grad_accum_steps, "gradient_clipping": "auto",
-            **optimizer, "zero_optimization": zero}
+            **optimizer, **tensor_parallel(parallel), "zero_optimization": zero}
 
 
 def deepspeed_json(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig,
@@ -123,4 +129,4 @@ def deepspeed_json(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Par
 
 
 __all__ = ["TARGET_VERSIONS", "deepspeed_config", "deepspeed_json", "optimizer_entries", "precision",
-           "require_zero", "zero_optimization"]
+           "require_zero", "tensor_parallel", "zero_optimization"]
