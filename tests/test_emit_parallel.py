@@ -265,6 +265,28 @@ def test_fsdp_plugin_built_from_the_launch_environment_is_the_planned_one(name, 
         assert plugin.reshard_after_forward is (strategy != "fsdp-grad-op")
 
 
+@pytest.mark.parametrize("name", [name for name in CASES if CASES[name][1].get("strategy") in ZERO_STRATEGIES])
+def test_deepspeed_plugin_built_from_the_launch_environment_reads_the_planned_json(name, tmp_path, monkeypatch):
+    pytest.importorskip("accelerate")
+    pytest.importorskip("deepspeed")
+    from accelerate.utils import DeepSpeedPlugin
+
+    (model, gpu, run, parallel, breakdown), _, env = _launched_environment(name, tmp_path, monkeypatch)
+    (tmp_path / DEEPSPEED_CONFIG_FILE).write_text(deepspeed_json(model, gpu, run, parallel, breakdown))
+    monkeypatch.chdir(tmp_path)
+    for key, value in env.items():
+        if key.startswith("ACCELERATE_"):
+            monkeypatch.setenv(key, value)
+    plugin = DeepSpeedPlugin()  # runs _deepspeed_config_checks on ACCELERATE_CONFIG_DS_FIELDS
+    plugin.set_mixed_precision(env["ACCELERATE_MIXED_PRECISION"])
+    offloaded = parallel.offload_device if parallel.offload != "none" else "none"
+    assert plugin.zero_stage == int(parallel.resolved_strategy[-1])
+    assert plugin.offload_optimizer_device == offloaded
+    assert plugin.zero3_init_flag is (parallel.resolved_strategy == "zero3")
+    assert plugin.deepspeed_config["bf16"]["enabled"] is (breakdown.compute_dtype == "bf16")
+    assert plugin.deepspeed_config["train_micro_batch_size_per_gpu"] == run.micro_batch_size
+
+
 def test_each_family_wraps_its_transformers_decoder_layer():
     transformers = pytest.importorskip("transformers")
     import importlib
