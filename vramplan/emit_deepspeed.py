@@ -113,6 +113,10 @@ def deepspeed_config(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: P
     sixteen_bit = precision(run, breakdown)
     if sixteen_bit["bf16"].get("bf16_master_weights_and_grads"):
         notes.append("pure bf16 as planned: no fp32 master weights, bf16 optimizer state; TrainingArguments(bf16=True)")
+    elif run.method == "full" and run.full_precision == "mixed" and (sixteen_bit["bf16"]["enabled"]
+                                                                     or sixteen_bit["fp16"]["enabled"]):
+        notes.append("DeepSpeed's 16-bit mode casts the model to the compute dtype on every rank and keeps the fp32 "
+                     "master weights in the ZeRO partitions (no fp32 model under autocast)")
     elif sixteen_bit["fp16"]["enabled"] and run.method == "full" and run.full_precision != "mixed":
         notes.append("DeepSpeed fp16 keeps fp32 master weights in the ZeRO optimizer, which this pure-fp16 plan "
                      "did not count (fp16_master_weights_and_grads needs ZeRO-Offload with DeepSpeedCPUAdam)")
