@@ -115,7 +115,7 @@ def deepspeed_config(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: P
         notes.append("pure bf16 as planned: no fp32 master weights, bf16 optimizer state; TrainingArguments(bf16=True)")
     elif run.method == "full" and run.full_precision == "mixed" and (sixteen_bit["bf16"]["enabled"]
                                                                      or sixteen_bit["fp16"]["enabled"]):
-        notes.append("DeepSpeed's 16-bit mode casts the model to the compute dtype on every rank and keeps the fp32 "
+        notes.append("DeepSpeed's 16-bit mode casts the model's parameters to the compute dtype and keeps the fp32 "
                      "master weights in the ZeRO partitions (no fp32 model under autocast)")
     elif sixteen_bit["fp16"]["enabled"] and run.method == "full" and run.full_precision != "mixed":
         notes.append("DeepSpeed fp16 keeps fp32 master weights in the ZeRO optimizer, which this pure-fp16 plan "
