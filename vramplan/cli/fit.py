@@ -162,7 +162,7 @@ def run(args) -> int:
     if args.emit in PARALLEL_EMITTERS:
         from vramplan.emit_parallel import emit_parallel
 
-        print(emit_parallel(args.emit, model, gpu, run_config, getattr(args, "parallel", None), breakdown), end="")
+        print(emit_parallel(args.emit, model, gpu, run_config, None, breakdown), end="")
         return 0 if breakdown.fits else 1
     if args.emit:
         import importlib
@@ -206,10 +206,16 @@ def run_ranks(args, model, gpu, run_config, parallel, margin_bytes: int) -> int:
     if args.json and not args.emit:
         print(breakdown_json(worst, cluster=cluster))
         return code
-    if args.emit:
+    if args.emit in PARALLEL_EMITTERS:
         from vramplan.emit_parallel import emit_parallel
 
         print(emit_parallel(args.emit, model, gpu, run_config, parallel, worst), end="")
+        return code
+    if args.emit:  # a framework recipe: the same script on every rank, launched by the accelerate/torchrun line
+        import importlib
+
+        module, function = EMITTERS[args.emit]
+        print(getattr(importlib.import_module(module), function)(model, gpu, run_config, worst), end="")
         return code
     print(render_cluster(cluster, parallel, gpu.name, ram_source))
     print()
