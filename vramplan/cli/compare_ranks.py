@@ -72,6 +72,7 @@ def rank_row(name: str, model, gpu, run, parallel, margin_bytes: int, host_ram_b
     """One row: the worst rank's verdict and numbers, the host RAM one node needs, and the worst rank's Breakdown."""
     from vramplan.errors import InputError
     from vramplan.estimate import plan_ranks
+    from vramplan.present_ranks import cluster_verdict
 
     layout = {"strategy": parallel.resolved_strategy, "world_size": parallel.world_size}
     try:
@@ -82,7 +83,7 @@ def rank_row(name: str, model, gpu, run, parallel, margin_bytes: int, host_ram_b
     b = worst.breakdown
     host = cluster.host
     return {
-        "name": name, "verdict": row_verdict(cluster),
+        "name": name, "verdict": cluster_verdict(cluster),
         "peak_allocated_bytes": b.peak_allocated_bytes, "required_bytes": b.required_bytes,
         "capacity_bytes": b.capacity_bytes, "headroom_bytes": b.headroom_bytes,
         "context_window": model.max_position_embeddings, "note": b.blocked_by,
@@ -90,14 +91,6 @@ def rank_row(name: str, model, gpu, run, parallel, margin_bytes: int, host_ram_b
         "host_required_bytes": host.required_bytes, "host_ram_bytes": host.host_ram_bytes, "host_fits": host.fits,
         "breakdown": b,
     }
-
-
-def row_verdict(cluster) -> str:
-    """The worst rank's verdict; when every rank fits but the node's RAM does not, `DOES NOT FIT (host)`."""
-    worst = cluster.worst_rank.breakdown
-    if worst.fits and cluster.host.fits is False:
-        return "DOES NOT FIT (host)"
-    return worst.verdict
 
 
 def run_ranks(args) -> int:

@@ -13,8 +13,8 @@ from textual.worker import get_current_worker
 
 from vramplan.advice import advise
 from vramplan.errors import InputError
-from vramplan.tui.state import WhatIf, largest_that_fit
-from vramplan.tui.widgets import AdviceList, ComponentTable, KnobPanel, Limits, MemoryBar, Verdict
+from vramplan.tui.state import HOST_RAM_KNOB, PARALLEL_KNOBS, WhatIf, largest_that_fit
+from vramplan.tui.widgets import AdviceList, ComponentTable, KnobPanel, Limits, MemoryBar, RankSummary, Verdict
 from vramplan.tui.widgets.knobs import FREE_TEXT, knob_values
 
 
@@ -45,6 +45,7 @@ class ExplorerScreen(Screen):
             with Results(id="results"):
                 yield Verdict(id="verdict")
                 yield MemoryBar(id="bar")
+                yield RankSummary(id="ranks")
                 yield Limits(id="limits")
                 yield Label("what would make it fit (Enter applies):", id="advice-title")
                 yield AdviceList(id="advice")
@@ -73,7 +74,11 @@ class ExplorerScreen(Screen):
         panel.shown[key] = raw
         pair = next((lst for lst, text in FREE_TEXT.items() if key in (lst, text)), None)
         try:
-            if pair is None:
+            if key in PARALLEL_KNOBS:
+                self.state.set_parallel(key, raw)
+            elif key == HOST_RAM_KNOB:
+                self.state.set_host_ram(raw)
+            elif pair is None:
                 self.state.set_field(key, raw)
             else:
                 from_list = key == pair and raw is not Select.NULL
@@ -122,15 +127,19 @@ class ExplorerScreen(Screen):
             panel.set_error(other, None)
 
     def show_results(self) -> None:
-        state, breakdown = self.state, self.state.breakdown
+        state, breakdown, cluster = self.state, self.state.breakdown, self.state.cluster
         with self.app.batch_update():
-            self.query_one(Verdict).show(breakdown)
-            self.query_one(MemoryBar).breakdown = breakdown
-            self.query_one(ComponentTable).show(breakdown)
+            self.query_one(Verdict).show(breakdown, cluster)
+            self.query_one(MemoryBar).breakdown = breakdown  # on more than one GPU: the worst rank's
+            self.query_one(RankSummary).show(cluster, state.parallel, state.host_ram_source)
+            self.query_one(ComponentTable).show(breakdown, per_rank=cluster is not None)
             self.query_one("#command", Static).update(f"$ {state.command_line()}")
-            self.query_one(Limits).set_class(True, "-stale")
             for widget in self.query("#advice, #advice-title"):
-                widget.display = not breakdown.fits
+                widget.display = not breakdown.fits and cluster is None
+            if cluster is not None:  # the solvers and the advice plan one GPU
+                self.query_one(Limits).show_unavailable("the solvers plan one GPU; set GPUs to 1 for them")
+                return
+            self.query_one(Limits).set_class(True, "-stale")
         # Paint the new plan first; the solvers' thread would otherwise compete with it for the GIL.
         self.call_after_refresh(self.solve, state.model, state.gpu, state.run, breakdown.fits)
 
@@ -149,7 +158,7 @@ class ExplorerScreen(Screen):
             self.app.call_from_thread(self._show_solved, (model, gpu, run), limits, advice)
 
     def _show_solved(self, key, limits, advice) -> None:
-        if key != (self.state.model, self.state.gpu, self.state.run):
+        if key != (self.state.model, self.state.gpu, self.state.run) or self.state.cluster is not None:
             return  # the knobs moved on; a newer worker is coming
         if isinstance(limits, str):
             self.query_one(Limits).show_unavailable(limits)
