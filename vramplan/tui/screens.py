@@ -137,7 +137,7 @@ class ExplorerScreen(Screen):
             for widget in self.query("#advice, #advice-title"):
                 widget.display = not breakdown.fits and cluster is None
             if cluster is not None:  # the solvers and the advice plan one GPU
-                self.query_one(Limits).show_unavailable("the solvers plan one GPU; set GPUs to 1 for them")
+                self.query_one(Limits).show_unavailable("one GPU only: set GPUs to 1 and strategy to (auto)")
                 return
             self.query_one(Limits).set_class(True, "-stale")
         # Paint the new plan first; the solvers' thread would otherwise compete with it for the GIL.
@@ -199,6 +199,12 @@ number comes from the same library calls as `vramplan fit`.
 | Ctrl+S | save a screenshot (SVG) and the plan (JSON) to the current folder |
 | Ctrl+P | command palette |
 | Ctrl+Q | quit |
+
+More than one GPU: open "more knobs" and set GPUs, strategy (ddp, fsdp, zero1-3, ...),
+offload and the node's host RAM. The verdict, bar and table are then the worst rank's (as
+`vramplan fit --gpus N --strategy S` prints them), with every rank's need and the host RAM
+line under the bar; the largest batch / sequence / rank and the advice are for one GPU.
+`vramplan tui --gpu 8xa100-40g` starts with eight.
 
 Bad input (letters in a number, a zero batch, an unknown model) is shown in red under
 the knob; the results keep the last good answer until it is fixed.

@@ -50,7 +50,8 @@ class RankSummary(Static):
     def show(self, cluster, parallel, ram_source: str) -> None:
         from vramplan.present_ranks import host_line
 
-        self.display = cluster is not None
+        if self.display != (cluster is not None):
+            self.display = cluster is not None
         if cluster is None:
             return
         nodes = f" on {parallel.nodes} nodes" if parallel.nodes > 1 else ""
