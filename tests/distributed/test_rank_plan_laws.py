@@ -186,7 +186,6 @@ def test_inconsistent_layouts_are_refused(fields):
 @pytest.mark.parametrize("stack, method, strategy, efficient, copies", [
     ("transformers=5.24", "lora", "fsdp", True, 1),    # 16-bit checkpoint stays mmap'd: one shared page-cache copy
     ("transformers=5.24", "full", "fsdp", True, 4),    # fp32 conversion: an anonymous copy in every rank
-    ("transformers=5.24", "full", "zero3", True, 1),   # zero.Init: rank 0
     ("transformers=4.57", "lora", "fsdp", True, 1),    # 4.x cpu_ram_efficient_loading: rank 0 only
     ("transformers=4.57", "lora", "fsdp", False, 4),
     ("transformers=4.57", "lora", "ddp", True, 4),

@@ -16,8 +16,10 @@ Per node = per rank x the node's GPUs (every rank of a node offloads its own sha
   transformers 5 weights loaded in the checkpoint's own dtype stay views of the mmap'd file: one
   copy in the node's page cache, shared by its ranks (`vramplan.stack.rules.checkpoint_stays_mapped`);
   a conversion (fp32) is an anonymous copy in every process. On transformers 4.x every process
-  copies the weights, except that only rank 0 does with DeepSpeed's zero.Init (ZeRO-3) or
-  accelerate's fsdp_cpu_ram_efficient_loading (`fsdp_loads_on_rank0_only`). DeepSpeed's estimator
+  copies the weights, except that only rank 0 does with accelerate's fsdp_cpu_ram_efficient_loading
+  (`fsdp_loads_on_rank0_only`). Under ZeRO-3, zero.Init partitions while it loads: DeepSpeed's
+  estimator counts the largest layer in every rank (`largest_layer_params x 4 x GPUs per node`,
+  estimate_zero3_model_states_mem_needs with zero_init), and so does vramplan (in the load dtype). DeepSpeed's estimator
   counts the same spike (`4 x params x GPUs per node`, estimate_zero2_model_states_mem_needs).
   It comes before the training-time state exists, so the node needs the larger of the two
   (`HostMemory.required_bytes`).
@@ -51,10 +53,14 @@ def loading_terms(model, run, parallel: ParallelConfig) -> list:
     load_bytes = 4 if run.method == "full" and run.full_precision == "mixed" else 2
     strategy = parallel.resolved_strategy
     transformers = resolve_stack(run.stack)["transformers"]
+    if strategy == "zero3":
+        largest = max(model.vocab_size * model.hidden_size,
+                      *(lin.out_features * lin.in_features for lin in model.layer_linears("linear")))
+        return [term("the largest layer in every rank while zero.Init loads and partitions", "ranks x elements x B",
+                     (("ranks", parallel.gpus), ("elements", largest), ("B", load_bytes)),
+                     "deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs (zero_init)")]
     if load_bytes == 2 and checkpoint_stays_mapped(transformers):
         loaders, who = 1, "the mmap'd checkpoint in the page cache, shared by the node's ranks"
-    elif strategy == "zero3":
-        loaders, who = 1, "rank 0 alone (zero.Init)"
     elif parallel.cpu_ram_efficient_loading and strategy.startswith("fsdp") and fsdp_loads_on_rank0_only(transformers):
         loaders, who = 1, "rank 0 alone (cpu_ram_efficient_loading)"
     else:
