@@ -112,7 +112,8 @@ def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paral
     breakdown = breakdown_from_terms(
         model, gpu, run, terms.dtypes, terms.phases, margin_bytes=margin_bytes,
         nccl_buffers_bytes=int(total(terms.nccl_terms)), trainable_parameters=_trainable_parameters(model, run, terms.dtypes),
-        paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)))
+        paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)),
+        nccl_terms=tuple(terms.nccl_terms))
     host_side = host.host_memory(parallel, model, run, terms.host_per_rank, host_ram_bytes, terms.trainable_per_rank)
     role = RankPlan(ranks=tuple(range(parallel.world_size)), breakdown=breakdown)
     return ClusterPlan(strategy=parallel.resolved_strategy, nodes=parallel.nodes, world_size=parallel.world_size,
