@@ -581,4 +581,17 @@ def render_advice(advice: list[Advice], fits: bool) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Advice", "COSTS", "advise", "spare_room", "cheapest_combination", "render_advice", "attention_targets"]
+def render_fit_advice(model: ModelSpec, gpu: GPUSpec, run: RunConfig, fits: bool, *, margin_bytes: int = 0) -> str:
+    """What `fit` prints under one GPU's table: `render_advice`, then, when the run does not fit, the
+    multi-GPU step (`vramplan.distributed.advice.shard_step`: FSDP on the fewest GPUs, and its flags)."""
+    text = render_advice(advise(model, gpu, run), fits)
+    if fits:
+        return text
+    from vramplan.distributed.advice import render_shard_step, shard_step
+
+    return "\n".join(part for part in (text, render_shard_step(shard_step(model, gpu, run, margin_bytes=margin_bytes)))
+                     if part)
+
+
+__all__ = ["Advice", "COSTS", "advise", "spare_room", "cheapest_combination", "render_advice", "render_fit_advice",
+           "attention_targets"]

@@ -94,11 +94,14 @@ def _plan(model, gpu, run, parallel, margin_bytes, host_ram_bytes) -> ClusterPla
 
 
 def fewest_gpus(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
-                max_world: int = DEFAULT_MAX_WORLD, gpus_per_node: int = GPUS_PER_NODE, margin_bytes: int = 0,
-                host_ram_bytes: int | None = None) -> Layout | None:
-    """The fitting layout with the fewest GPUs for `parallel`'s strategy and other knobs, searching
-    `world_layouts`; None when none fits. An InputError (the strategy cannot run this model) propagates."""
+                max_world: int = DEFAULT_MAX_WORLD, min_world: int = 1, gpus_per_node: int = GPUS_PER_NODE,
+                margin_bytes: int = 0, host_ram_bytes: int | None = None) -> Layout | None:
+    """The fitting layout with the fewest GPUs (min_world to max_world) for `parallel`'s strategy and
+    other knobs, searching `world_layouts`; None when none fits. An InputError (the strategy cannot
+    run this model) propagates."""
     for layout in world_layouts(parallel, max_world, gpus_per_node):
+        if layout.world_size < min_world:
+            continue
         cluster = _plan(model, gpu, run, layout, margin_bytes, host_ram_bytes)
         if cluster.fits:
             return Layout(layout, cluster)
