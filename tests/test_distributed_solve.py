@@ -178,3 +178,24 @@ def test_max_per_rank_fits_and_one_more_does_not(big, dimension, field, strategy
 def test_with_layout_refuses_what_parallel_config_refuses():
     assert with_layout(make_parallel(gpus=2, strategy="fsdp"), offload="optimizer") is None
     assert with_layout(make_parallel(), gpus=4).resolved_strategy == "ddp"
+
+
+@pytest.mark.parametrize("dimension, field", [("batch", "micro_batch_size"), ("rank", "lora_rank")])
+def test_max_command_with_gpus_answers_per_rank(big, capsys, dimension, field):
+    import json
+
+    from vramplan.cli.main import main
+
+    model, gpu = big
+    run = make_run(method="lora")
+    parallel = make_parallel(gpus=8, strategy="zero3")
+    code = main(["max", dimension, "--model", "llama-3.1-70b", "--gpu", "8xa100-40g", "--strategy", "zero3",
+                 "--method", "lora", "--host-ram", "2TiB", "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == 0 and data["per_rank"] and data["world_size"] == 8 and data["host"]["fits"]
+    assert data["value"] == max_per_rank(dimension, model, gpu, run, parallel, limit=data["limit"])
+    at = plan_ranks(model, gpu, run.model_copy(update={field: data["value"]}), parallel=parallel)
+    assert data["required_bytes"] == at.worst_rank.breakdown.required_bytes and at.worst_rank.breakdown.fits
+    assert main(["max", dimension, "--model", "llama-3.1-70b", "--gpu", "a100-40g", "--gpus", "2", "--strategy",
+                 "fsdp", "--method", "lora"]) == 1
+    assert "nothing fits" in capsys.readouterr().out
