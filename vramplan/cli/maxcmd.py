@@ -88,17 +88,29 @@ def run(args) -> int:
     if not value:
         print(f"nothing fits: even {label} 1 needs {gib(above.required_bytes)} GiB of {gib(gpu.capacity_bytes)} GiB")
         return 1
+    print("\n".join(answer_lines(label, value, limit, margin_bytes, gpu.capacity_bytes, at_value, above)))
+    print_context_note(args.dimension, value, model)
+    return 0
+
+
+def answer_lines(label: str, value: int, limit: int, margin_bytes: int, capacity_bytes: int, at, above,
+                 per_rank: bool = False) -> list[str]:
+    """'largest ... that fits: N' and the needs at N and N + 1 (`at`, `above`: Breakdowns, the worst rank's)."""
     limit_note = " (the --limit)" if value == limit else ""
     kept = f" keeping {gib(margin_bytes)} GiB free" if margin_bytes else ""
-    print(f"largest {label} that fits{kept}: {value}{limit_note}")
-    print(f"  at {value}: needs {gib(at_value.required_bytes)} of {gib(gpu.capacity_bytes)} GiB, "
-          f"headroom {gib(at_value.headroom_bytes)} GiB")
+    needs = "the worst rank needs" if per_rank else "needs"
+    lines = [f"largest {label}{' per rank' if per_rank else ''} that fits{kept}: {value}{limit_note}",
+             f"  at {value}: {needs} {gib(at.required_bytes)} of {gib(capacity_bytes)} GiB, "
+             f"headroom {gib(at.headroom_bytes)} GiB"]
     if above is not None:
-        print(f"  at {value + 1}: needs {gib(above.required_bytes)} GiB: does not fit")
-    if args.dimension == "seq" and value > model.max_position_embeddings:
+        lines.append(f"  at {value + 1}: {needs} {gib(above.required_bytes)} GiB: does not fit")
+    return lines
+
+
+def print_context_note(dimension: str, value: int, model) -> None:
+    if dimension == "seq" and value > model.max_position_embeddings:
         print(f"note: memory allows {value} tokens, but {model.name}'s context window is "
               f"{model.max_position_embeddings} (max_position_embeddings); longer needs RoPE scaling")
-    return 0
 
 
 def run_ranks(args, model, gpu, run_config, parallel, limit: int, margin_bytes: int) -> int:
@@ -141,19 +153,12 @@ def run_ranks(args, model, gpu, run_config, parallel, limit: int, margin_bytes: 
         print(f"nothing fits: even {label} 1 needs {gib(reference.worst_rank.breakdown.required_bytes)} GiB "
               f"per rank of {gib(gpu.capacity_bytes)} GiB")
         return 1
-    limit_note = " (the --limit)" if value == limit else ""
-    kept = f" keeping {gib(margin_bytes)} GiB free" if margin_bytes else ""
-    print(f"largest {label} per rank that fits{kept}: {value}{limit_note}")
-    print(f"  at {value}: the worst rank needs {gib(worst_at.required_bytes)} of {gib(gpu.capacity_bytes)} GiB, "
-          f"headroom {gib(worst_at.headroom_bytes)} GiB")
-    if worst_above is not None:
-        print(f"  at {value + 1}: the worst rank needs {gib(worst_above.required_bytes)} GiB: does not fit")
+    print("\n".join(answer_lines(label, value, limit, margin_bytes, gpu.capacity_bytes, worst_at, worst_above,
+                                 per_rank=True)))
     host = at_value.host
     if host.host_ram_bytes is not None:
         verdict = "fits" if host.fits else "DOES NOT FIT"
         print(f"  host RAM of one node ({ram_source}): needs {gib(host.required_bytes)} of "
               f"{gib(host.host_ram_bytes)} GiB: {verdict}")
-    if args.dimension == "seq" and value > model.max_position_embeddings:
-        print(f"note: memory allows {value} tokens, but {model.name}'s context window is "
-              f"{model.max_position_embeddings} (max_position_embeddings); longer needs RoPE scaling")
+    print_context_note(args.dimension, value, model)
     return 0
