@@ -15,6 +15,8 @@ spike, which the host side counts.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vramplan.distributed import buffers, deepspeed_states, host, shares, units
 from vramplan.distributed.tensor_parallel import tensor_parallel_slice
 from vramplan.errors import InputError
@@ -30,11 +32,23 @@ _AUTOCAST_COPIES = ("autocast weight copies", "one layer's autocast weight copie
 _SHARDABLE_QUANTIZED = frozenset({"nf4", "fp4"})
 
 
-def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
-                 margin_bytes: int = 0, host_ram_bytes: int | None = None) -> ClusterPlan:
-    """The per-rank plan and the node's host side of a multi-GPU run (module docstring)."""
-    from vramplan.estimate import breakdown_from_terms
+@dataclass(frozen=True)
+class RankTerms:
+    """One rank's terms by phase ({phase: {component: [Term]}}), what it offloads to the host
+    ({host component: [Term]}), its NCCL buffers and the dtypes and model slice they were planned with."""
 
+    phases: dict
+    host_per_rank: dict
+    nccl_terms: list
+    dtypes: object
+    rank_model: ModelSpec
+    rank_run: RunConfig
+    trainable_per_rank: int
+    paged_bytes: int
+
+
+def rank_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig) -> RankTerms:
+    """The terms one rank holds in every phase (module docstring)."""
     strategy = parallel.resolved_strategy
     rank_model = tensor_parallel_slice(model, parallel.tensor_parallel)
     rank_run = wrapper_run(run, strategy)
@@ -53,31 +67,48 @@ def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paral
                           for name, items in comps.items()} for phase, comps in phases.items()}
         if parallel.offload == "params":
             phases, host_per_rank = _fsdp_offload(phases)
-    grad_terms = next((comps.get("gradients", []) for phase, comps in phases.items() if phase == "optimizer"), [])
+    grad_terms = phases.get("optimizer", {}).get("gradients", [])
     gathered = {}
     if sizes is not None and strategy in FSDP_STRATEGIES:
         gathered = units.fsdp_gathered_terms(sizes, rank_model, parallel, dtypes)
     elif sizes is not None and strategy == "zero3":
         gathered = units.zero3_gathered_terms(sizes, rank_model, parallel, dtypes)
-    comm = buffers.bucket_terms(parallel, rank_model, dtypes, grad_terms, sizes) if run.trains and parallel.data_parallel > 1 else {}
+    comm = {}
+    if run.trains and parallel.data_parallel > 1:
+        comm = buffers.bucket_terms(parallel, rank_model, dtypes, grad_terms, sizes)
     for phase, comps in phases.items():
         if gathered:
             comps["activations"] = [item for item in comps.get("activations", []) if item.name not in _AUTOCAST_COPIES]
             comps["gathered_parameters"] = list(gathered.get(phase, []))
         if comm.get(phase):
             comps["comm_buckets"] = list(comm[phase])
-    nccl = int(total(buffers.nccl_buffer_terms(parallel, gpu)))
+    divisor = max(1, shares.component_divisor("optimizer_state", parallel))
+    return RankTerms(phases=phases, host_per_rank=host_per_rank, nccl_terms=buffers.nccl_buffer_terms(parallel, gpu),
+                     dtypes=dtypes, rank_model=rank_model, rank_run=rank_run,
+                     trainable_per_rank=sum(g.numel * g.count for g in groups) // divisor,
+                     paged_bytes=int(paged_optimizer_bytes(rank_model, rank_run, dtypes)) // divisor)
 
-    divisor = shares.component_divisor("optimizer_state", parallel)
-    paged = int(paged_optimizer_bytes(rank_model, rank_run, dtypes)) // max(1, divisor)
-    trainable_per_rank = sum(g.numel * g.count for g in groups) // max(1, divisor)
-    breakdown = breakdown_from_terms(model, gpu, run, dtypes, phases, margin_bytes=margin_bytes, nccl_buffers_bytes=nccl,
-                                     trainable_parameters=_trainable_parameters(model, run, dtypes), paged_bytes=paged,
-                                     extra_notes=tuple(rank_notes(model, run, parallel, dtypes)))
-    host_side = host.host_memory(parallel, model, run, host_per_rank, host_ram_bytes, trainable_per_rank)
+
+def rank_phase_components(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig) -> dict:
+    """{phase: {component: bytes}} of one rank, every phase (not only the peak)."""
+    return {phase: {name: int(total(items)) for name, items in comps.items()}
+            for phase, comps in rank_terms(model, gpu, run, parallel).phases.items()}
+
+
+def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
+                 margin_bytes: int = 0, host_ram_bytes: int | None = None) -> ClusterPlan:
+    """The per-rank plan and the node's host side of a multi-GPU run (module docstring)."""
+    from vramplan.estimate import breakdown_from_terms
+
+    terms = rank_terms(model, gpu, run, parallel)
+    breakdown = breakdown_from_terms(
+        model, gpu, run, terms.dtypes, terms.phases, margin_bytes=margin_bytes,
+        nccl_buffers_bytes=int(total(terms.nccl_terms)), trainable_parameters=_trainable_parameters(model, run, terms.dtypes),
+        paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)))
+    host_side = host.host_memory(parallel, model, run, terms.host_per_rank, host_ram_bytes, terms.trainable_per_rank)
     role = RankPlan(ranks=tuple(range(parallel.world_size)), breakdown=breakdown)
-    return ClusterPlan(strategy=strategy, nodes=parallel.nodes, world_size=parallel.world_size, ranks=(role,),
-                       host=host_side)
+    return ClusterPlan(strategy=parallel.resolved_strategy, nodes=parallel.nodes, world_size=parallel.world_size,
+                       ranks=(role,), host=host_side)
 
 
 _SHARD_SOURCE = "vramplan.distributed.shares (strategy table)"
