@@ -60,9 +60,25 @@ def test_shard_step_past_one_node_of_fsdp_offers_zero3_with_the_optimizer_offloa
     assert text.startswith("on more GPUs:") and step.flags in text and "host RAM needed per node" in text
 
 
-def test_shard_step_is_none_for_inference_and_says_when_nothing_fits(big):
+def test_inference_is_split_with_the_smallest_tensor_parallel_degree_that_fits(big, capsys):
     model, gpu = big
-    assert shard_step(model, gpu, make_run(method="inference")) is None and render_shard_step(None) == ""
+    run = make_run(method="inference")
+    step = shard_step(model, gpu, run)
+    degree = step.layout.parallel.tensor_parallel
+    assert step.flags == f"--gpus {degree} --tensor-parallel {degree}" and step.layout.fits
+    assert not any(plan_ranks(model, gpu, run, parallel=make_parallel(gpus=t, tensor_parallel=t)).fits
+                   for t in range(2, degree) if model.num_attention_heads % t == 0)
+    assert main(["fit", *BIG, "--method", "inference", *shlex.split(step.flags), "--host-ram", "unknown"]) == 0
+    capsys.readouterr()
+    assert main(["fit", *BIG, "--method", "inference", "--gpus", "2", "--host-ram", "unknown"]) == 1
+    out = capsys.readouterr().out
+    assert f"tensor parallelism over {degree} GPUs" in out and f"[--gpus {degree} --tensor-parallel {degree}]" in out
+    assert "cheapest strategy" not in out
+
+
+def test_shard_step_says_when_nothing_fits(big):
+    model, gpu = big
+    assert render_shard_step(None) == ""
     tiny = get_gpu("1GiB")
     step = shard_step(model, tiny, make_run(method="full", seq_len=8192))
     assert step.layout is None and step.flags == "" and "up to 64" in render_shard_step(step)

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from vramplan.advice import (COSTS, _checkpointing_changes, _chunked_loss_changes, _divisors_below, _largest_fitting,
                              _method_changes, _nice_seq, _optimizer_changes, _power_of_two_floor, _seq_floor)
 from vramplan.distributed.comm_volume import CommVolume, comm_volume
-from vramplan.distributed.solve import GPUS_PER_NODE, Layout, fewest_gpus, max_per_rank, ranked_strategies
+from vramplan.distributed.solve import (GPUS_PER_NODE, Layout, fewest_gpus, fewest_tensor_parallel, max_per_rank,
+                                        ranked_strategies)
 from vramplan.errors import InputError
 from vramplan.solvers import DEFAULT_LIMITS, describe_rounded
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
@@ -23,7 +24,7 @@ from vramplan.specs.cluster import ClusterPlan
 from vramplan.specs.parallel import ParallelConfig
 
 SHARD_MAX_WORLD = 64  # whole nodes of 8 searched when one node is not enough
-_LAYOUT_FIELDS = ("gpus", "nodes", "strategy", "offload", "offload_device")
+_LAYOUT_FIELDS = ("gpus", "nodes", "strategy", "tensor_parallel", "offload", "offload_device")
 
 
 def _gib(nbytes: int) -> str:
@@ -31,13 +32,13 @@ def _gib(nbytes: int) -> str:
 
 
 def layout_flags(new: ParallelConfig, old: ParallelConfig | None = None) -> str:
-    """The `fit` flags that turn `old` (default: one GPU) into `new`: --gpus, --nodes, --strategy, --offload."""
+    """The `fit` flags that turn `old` (default: one GPU) into `new`: --gpus, --nodes, --strategy,
+    --tensor-parallel, --offload (and its device)."""
     old = old or ParallelConfig()
     flags = []
     for name in _LAYOUT_FIELDS:
-        value = new.resolved_strategy if name == "strategy" else getattr(new, name)
-        before = old.resolved_strategy if name == "strategy" else getattr(old, name)
-        if value != before:
+        value, before = getattr(new, name), getattr(old, name)
+        if value != before and value is not None:  # strategy None: fit's own choice (ddp on more than one GPU)
             flags.append(f"--{name.replace('_', '-')} {value}")
     return " ".join(flags)
 
@@ -66,9 +67,14 @@ class ShardStep:
 def shard_step(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 0) -> ShardStep | None:
     """FSDP on the fewest GPUs of one node (2 to 8) with the run unchanged; past 8, ZeRO-3 with the
     optimizer offloaded to the CPU on one node; past that, FSDP over whole nodes of 8 (up to 64 GPUs).
-    None for inference (sharding splits training state; see --tensor-parallel) or a base no wrapper shards."""
+    Inference shards no training state: the smallest tensor-parallel degree that fits, or None; None
+    too for a base no wrapper shards."""
     if not run.trains:
-        return None
+        found = fewest_tensor_parallel(model, gpu, run, ParallelConfig(), margin_bytes=margin_bytes)
+        if found is None:
+            return None
+        return ShardStep(f"split the model with tensor parallelism over {found.world_size} GPUs",
+                         layout_flags(found.parallel), found)
     try:
         fsdp = ParallelConfig(gpus=2, strategy="fsdp")
         found = fewest_gpus(model, gpu, run, fsdp, min_world=2, max_world=GPUS_PER_NODE, margin_bytes=margin_bytes)
@@ -144,6 +150,8 @@ class RankAdvice:
     changes: list[RankChange] = field(default_factory=list)
     spare: list[RankChange] = field(default_factory=list)
     cheapest_gpus_only: Layout | None = None  # when none fits with the host: the cheapest that fits the GPUs
+    tensor_parallel: Layout | None = None  # inference: the smallest tensor-parallel degree that fits
+    inference: bool = False
 
 
 def _rank_change(kinds, change, flags, run, model, gpu, parallel, base_peak, margin_bytes) -> RankChange | None:
@@ -306,7 +314,7 @@ def rank_advice(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Parall
     if cluster.fits:
         return RankAdvice(True, spare=rank_spare_room(model, gpu, run, parallel, cluster, margin_bytes=margin_bytes))
     fewest, searched = None, False
-    if not ranks_fit(cluster) and run.trains:
+    if not ranks_fit(cluster):
         searched = True
         try:
             found = fewest_gpus(model, gpu, run, parallel, max_world=SHARD_MAX_WORLD, margin_bytes=margin_bytes)
@@ -314,6 +322,9 @@ def rank_advice(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Parall
             found = None
         if found is not None:
             fewest = Layout(found.parallel, _plan(model, gpu, run, found.parallel, margin_bytes, host_ram_bytes))
+    if not run.trains:
+        split = fewest_tensor_parallel(model, gpu, run, parallel, margin_bytes=margin_bytes, host_ram_bytes=host_ram_bytes)
+        return RankAdvice(False, tensor_parallel=split, inference=True)
     ranked = ranked_strategies(model, gpu, run, parallel, margin_bytes=margin_bytes, host_ram_bytes=host_ram_bytes)
     cheapest = next((item for item in ranked if item.fits), None)
     gpus_only = None if cheapest else next((item for item in ranked if ranks_fit(item.cluster)), None)
@@ -340,6 +351,16 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
                   f"[{item.flags}]" for item in advice.spare]
         return "\n".join(lines)
     lines = ["to make it fit:"]
+    if advice.inference:
+        split = advice.tensor_parallel
+        if split is None:
+            lines.append(f"  - no tensor-parallel degree up to {GPUS_PER_NODE} fits (inference shards no training "
+                         "state: FSDP and ZeRO do not apply)")
+        else:
+            lines.append(f"  - tensor parallelism over {split.world_size} GPUs: per-rank headroom "
+                         f"{_gib(split.cluster.worst_rank.breakdown.headroom_bytes)} GiB  "
+                         f"[{layout_flags(split.parallel, parallel)}]")
+        return "\n".join(lines)
     if advice.fewest is not None:
         found = advice.fewest
         where = f"{found.parallel.nodes} nodes x {found.parallel.gpus}" if found.parallel.nodes > 1 \

@@ -108,6 +108,25 @@ def fewest_gpus(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Parall
     return None
 
 
+def fewest_tensor_parallel(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
+                           gpus_per_node: int = GPUS_PER_NODE, margin_bytes: int = 0,
+                           host_ram_bytes: int | None = None) -> Layout | None:
+    """The smallest tensor-parallel degree T (2 to gpus_per_node, on T GPUs of one node, `parallel`'s
+    other knobs) at which the plan fits: how inference splits a model too big for one GPU. Degrees
+    that do not divide the model's heads are skipped; None when none fits."""
+    for degree in range(2, gpus_per_node + 1):
+        layout = with_layout(parallel, gpus=degree, nodes=1, tensor_parallel=degree)
+        if layout is None:
+            continue
+        try:
+            cluster = _plan(model, gpu, run, layout, margin_bytes, host_ram_bytes)
+        except InputError:  # T does not divide the heads, or the wrapper refuses it
+            continue
+        if cluster.fits:
+            return Layout(layout, cluster)
+    return None
+
+
 def strategy_candidates(parallel: ParallelConfig) -> list[ParallelConfig]:
     """Every strategy and offload choice on `parallel`'s GPUs with its other knobs: ddp; ZeRO-1/2 with and
     without the optimizer offloaded; ZeRO-3 also with parameters offloaded; FSDP with and without
@@ -223,5 +242,6 @@ def max_per_rank(dimension: str, model: ModelSpec, gpu: GPUSpec, run: RunConfig,
 
 
 __all__ = ["DEFAULT_MAX_WORLD", "GPUS_PER_NODE", "GridRow", "Layout", "cheapest_strategy", "fewest_gpus",
+           "fewest_tensor_parallel",
            "layout_for", "max_per_rank", "ranked_strategies", "strategy_candidates", "strategy_grid",
            "with_layout", "world_layouts"]
