@@ -15,6 +15,8 @@ most in each tier; the rest of `limit` goes to the biggest savers. Changes that 
 first (cheapest first), then those that help but are not enough alone (tier by tier,
 biggest saving first). For a run that already fits it lists "room to spare" instead: the
 largest micro-batch, sequence and rank that still fit, and checkpointing off when that fits.
+`render_fit_advice` (what `fit` prints) follows the list with the multi-GPU step of a run that
+does not fit (`vramplan.distributed.advice.shard_step`).
 """
 from __future__ import annotations
 

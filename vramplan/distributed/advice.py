@@ -18,6 +18,7 @@ from vramplan.distributed.comm_volume import CommVolume, comm_volume
 from vramplan.distributed.solve import (GPUS_PER_NODE, Layout, fewest_gpus, fewest_tensor_parallel, max_per_rank,
                                         ranked_strategies)
 from vramplan.errors import InputError
+from vramplan.present import gib
 from vramplan.solvers import DEFAULT_LIMITS, describe_rounded
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.cluster import ClusterPlan
@@ -25,10 +26,6 @@ from vramplan.specs.parallel import ParallelConfig
 
 SHARD_MAX_WORLD = 64  # whole nodes of 8 searched when one node is not enough
 _LAYOUT_FIELDS = ("gpus", "nodes", "strategy", "tensor_parallel", "offload", "offload_device")
-
-
-def _gib(nbytes: int) -> str:
-    return f"{nbytes / 2**30:.2f}"
 
 
 def layout_flags(new: ParallelConfig, old: ParallelConfig | None = None) -> str:
@@ -100,9 +97,9 @@ def shard_step(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: 
 def _host_text(cluster: ClusterPlan) -> str:
     host = cluster.host
     if host.host_ram_bytes is None:
-        return f"host RAM needed per node {_gib(host.required_bytes)} GiB"
+        return f"host RAM needed per node {gib(host.required_bytes)} GiB"
     verdict = "fits" if host.fits else "DOES NOT FIT"
-    return f"host RAM per node {_gib(host.required_bytes)} of {_gib(host.host_ram_bytes)} GiB: {verdict}"
+    return f"host RAM per node {gib(host.required_bytes)} of {gib(host.host_ram_bytes)} GiB: {verdict}"
 
 
 def render_shard_step(step: ShardStep | None) -> str:
@@ -112,7 +109,7 @@ def render_shard_step(step: ShardStep | None) -> str:
     if step.layout is None:
         return f"on more GPUs:\n  - {step.change}"
     worst = step.layout.cluster.worst_rank.breakdown
-    return (f"on more GPUs:\n  - {step.change}: per-rank headroom {_gib(worst.headroom_bytes)} GiB, "
+    return (f"on more GPUs:\n  - {step.change}: per-rank headroom {gib(worst.headroom_bytes)} GiB, "
             f"{_host_text(step.layout.cluster)}  [{step.flags}]")
 
 
@@ -334,9 +331,9 @@ def rank_advice(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Parall
 
 
 def _volume_text(volume: CommVolume) -> str:
-    text = f"{_gib(volume.network_bytes)} GiB per rank and step between GPUs"
+    text = f"{gib(volume.network_bytes)} GiB per rank and step between GPUs"
     if volume.pcie_bytes:
-        text += f" + {_gib(volume.pcie_bytes)} GiB over PCIe to the host"
+        text += f" + {gib(volume.pcie_bytes)} GiB over PCIe to the host"
     return text
 
 
@@ -347,7 +344,7 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
         if not advice.spare:
             return ""
         lines = ["room to spare (per rank):"]
-        lines += [f"  - {item.change}: headroom {_gib(item.cluster.worst_rank.breakdown.headroom_bytes)} GiB  "
+        lines += [f"  - {item.change}: headroom {gib(item.cluster.worst_rank.breakdown.headroom_bytes)} GiB  "
                   f"[{item.flags}]" for item in advice.spare]
         return "\n".join(lines)
     lines = ["to make it fit:"]
@@ -358,7 +355,7 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
                          "state: FSDP and ZeRO do not apply)")
         else:
             lines.append(f"  - tensor parallelism over {split.world_size} GPUs: per-rank headroom "
-                         f"{_gib(split.cluster.worst_rank.breakdown.headroom_bytes)} GiB  "
+                         f"{gib(split.cluster.worst_rank.breakdown.headroom_bytes)} GiB  "
                          f"[{layout_flags(split.parallel, parallel)}]")
         return "\n".join(lines)
     if advice.fewest is not None:
@@ -366,7 +363,7 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
         where = f"{found.parallel.nodes} nodes x {found.parallel.gpus}" if found.parallel.nodes > 1 \
             else f"{found.world_size}"
         headroom = found.cluster.worst_rank.breakdown.headroom_bytes
-        lines.append(f"  - fewest GPUs for {strategy}: {where} (per-rank headroom {_gib(headroom)} GiB, "
+        lines.append(f"  - fewest GPUs for {strategy}: {where} (per-rank headroom {gib(headroom)} GiB, "
                      f"{_host_text(found.cluster)})  [{layout_flags(found.parallel, parallel)}]")
     elif advice.fewest_searched:
         lines.append(f"  - {strategy} does not fit on any count up to {SHARD_MAX_WORLD} GPUs with this run")
@@ -374,11 +371,11 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
     if best is not None:
         name = best.parallel.resolved_strategy + (f" with offload {best.parallel.offload}"
                                                   if best.parallel.offload != "none" else "")
-        current = f"; {strategy} moves {_gib(advice.current_volume.network_bytes)} GiB" if advice.current_volume else ""
+        current = f"; {strategy} moves {gib(advice.current_volume.network_bytes)} GiB" if advice.current_volume else ""
         what = "fits" if advice.cheapest is not None else "fits the GPUs (not the host)"
         lines.append(f"  - cheapest strategy that {what} on these {parallel.world_size} GPUs: {name} "
                      f"({_volume_text(best.volume)}{current}), headroom "
-                     f"{_gib(best.cluster.worst_rank.breakdown.headroom_bytes)} GiB, {_host_text(best.cluster)}  "
+                     f"{gib(best.cluster.worst_rank.breakdown.headroom_bytes)} GiB, {_host_text(best.cluster)}  "
                      f"[{layout_flags(best.parallel, parallel)}]")
     else:
         lines.append(f"  - no strategy or offload choice fits on these {parallel.world_size} GPUs")
@@ -387,9 +384,9 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
         for item in advice.changes:
             worst = item.cluster.worst_rank.breakdown
             verdict = "FITS" if item.fits else "still does not fit"
-            saved = f"saves {_gib(item.saved_bytes)} GiB" if item.saved_bytes >= 0 else \
-                f"uses {_gib(-item.saved_bytes)} GiB more"
-            lines.append(f"  - {item.change}: {saved} per rank -> {verdict}, headroom {_gib(worst.headroom_bytes)} GiB"
+            saved = f"saves {gib(item.saved_bytes)} GiB" if item.saved_bytes >= 0 else \
+                f"uses {gib(-item.saved_bytes)} GiB more"
+            lines.append(f"  - {item.change}: {saved} per rank -> {verdict}, headroom {gib(worst.headroom_bytes)} GiB"
                          f"  [{item.flags}]")
     return "\n".join(lines)
 
