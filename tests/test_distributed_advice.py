@@ -9,7 +9,7 @@ import pytest
 
 from vramplan.cli.main import main
 from vramplan.distributed.advice import (layout_flags, rank_advice, rank_run_changes, rank_spare_room,
-                                         render_shard_step, shard_step)
+                                         render_rank_advice, render_shard_step, shard_step)
 from vramplan.distributed.solve import max_per_rank, world_layouts
 from vramplan.estimate import make_parallel, make_run, plan, plan_ranks
 from vramplan.gpus import get_gpu
@@ -166,7 +166,9 @@ def test_host_that_does_not_fit_is_said_and_run_changes_are_skipped(big):
     assert all(role.breakdown.fits for role in cluster.ranks) and not cluster.fits
     advice = rank_advice(model, gpu, run, parallel, cluster, host_ram_bytes=2**30)
     assert advice.changes == [] and advice.fewest is None and advice.cheapest is None
-    assert advice.cheapest_gpus_only is not None
+    assert advice.cheapest_gpus_only is not None and advice.host_short == cluster.host
+    text = render_rank_advice(advice, parallel)
+    assert "every rank fits; the host RAM of one node does not" in text and "run changes" not in text
 
 
 def test_single_gpu_advice_list_is_unchanged_by_the_sharding_step(big):

@@ -21,7 +21,7 @@ from vramplan.errors import InputError
 from vramplan.present import gib
 from vramplan.solvers import DEFAULT_LIMITS, describe_rounded
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
-from vramplan.specs.cluster import ClusterPlan
+from vramplan.specs.cluster import ClusterPlan, HostMemory
 from vramplan.specs.parallel import ParallelConfig
 
 SHARD_MAX_WORLD = 64  # whole nodes of 8 searched when one node is not enough
@@ -148,6 +148,7 @@ class RankAdvice:
     spare: list[RankChange] = field(default_factory=list)
     cheapest_gpus_only: Layout | None = None  # when none fits with the host: the cheapest that fits the GPUs
     tensor_parallel: Layout | None = None  # inference: the smallest tensor-parallel degree that fits
+    host_short: HostMemory | None = None  # the node's host RAM, when it is all that does not fit
     inference: bool = False
 
 
@@ -327,7 +328,8 @@ def rank_advice(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Parall
     gpus_only = None if cheapest else next((item for item in ranked if ranks_fit(item.cluster)), None)
     changes = [] if ranks_fit(cluster) else rank_run_changes(model, gpu, run, parallel, cluster,
                                                             margin_bytes=margin_bytes)
-    return RankAdvice(False, fewest, searched, cheapest, comm_volume(model, gpu, run, parallel), changes, [], gpus_only)
+    return RankAdvice(False, fewest, searched, cheapest, comm_volume(model, gpu, run, parallel), changes, [], gpus_only,
+                      host_short=cluster.host if ranks_fit(cluster) else None)
 
 
 def _volume_text(volume: CommVolume) -> str:
@@ -358,6 +360,10 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
                          f"{gib(split.cluster.worst_rank.breakdown.headroom_bytes)} GiB  "
                          f"[{layout_flags(split.parallel, parallel)}]")
         return "\n".join(lines)
+    if advice.host_short is not None:
+        host = advice.host_short
+        lines.append(f"  - every rank fits; the host RAM of one node does not: needs {gib(host.required_bytes)} of "
+                     f"{gib(host.host_ram_bytes)} GiB (--host-ram for the training node's)")
     if advice.fewest is not None:
         found = advice.fewest
         where = f"{found.parallel.nodes} nodes x {found.parallel.gpus}" if found.parallel.nodes > 1 \
@@ -368,7 +374,9 @@ def render_rank_advice(advice: RankAdvice, parallel: ParallelConfig) -> str:
     elif advice.fewest_searched:
         lines.append(f"  - {strategy} does not fit on any count up to {SHARD_MAX_WORLD} GPUs with this run")
     best = advice.cheapest or advice.cheapest_gpus_only
-    if best is not None:
+    if best is not None and best.parallel == parallel:  # only the host fails, and every strategy's host too
+        lines.append(f"  - no strategy or offload choice on these {parallel.world_size} GPUs fits this host RAM")
+    elif best is not None:
         name = best.parallel.resolved_strategy + (f" with offload {best.parallel.offload}"
                                                   if best.parallel.offload != "none" else "")
         current = f"; {strategy} moves {gib(advice.current_volume.network_bytes)} GiB" if advice.current_volume else ""
