@@ -197,3 +197,13 @@ def test_loading_spike_follows_the_transformers_version(llama8b, stack, method, 
                                                               cpu_ram_efficient_loading=efficient)).host
     per_copy = parameter_count(model) * (4 if method == "full" else 2)
     assert host.components["loading_spike"] == copies * per_copy
+
+
+def test_rank_0_is_its_own_role_when_it_alone_reads_the_checkpoint(llama8b):
+    model, gpu = llama8b
+    cluster = plan_ranks(model, gpu, make_run(method="lora", stack="transformers=4.57"),
+                         parallel=make_parallel(gpus=4, strategy="fsdp"))
+    assert [role.name for role in cluster.ranks] == ["rank 0", "ranks 1-3"]
+    assert cluster.ranks[0].duty and cluster.ranks[0].breakdown == cluster.ranks[1].breakdown
+    shared = plan_ranks(model, gpu, make_run(method="lora"), parallel=make_parallel(gpus=4, strategy="fsdp"))
+    assert [role.name for role in shared.ranks] == ["ranks 0-3"]

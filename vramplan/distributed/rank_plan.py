@@ -115,9 +115,22 @@ def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paral
         paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)),
         nccl_terms=tuple(terms.nccl_terms))
     host_side = host.host_memory(parallel, model, run, terms.host_per_rank, host_ram_bytes, terms.trainable_per_rank)
-    role = RankPlan(ranks=tuple(range(parallel.world_size)), breakdown=breakdown)
     return ClusterPlan(strategy=parallel.resolved_strategy, nodes=parallel.nodes, world_size=parallel.world_size,
-                       ranks=(role,), host=host_side)
+                       ranks=rank_roles(parallel, breakdown, host_side), host=host_side)
+
+
+RANK0_LOADS = "reads the checkpoint, broadcasts it"
+
+
+def rank_roles(parallel: ParallelConfig, breakdown, host_side) -> tuple[RankPlan, ...]:
+    """Every rank holds the same GPU bytes; when only rank 0 reads the checkpoint into host RAM
+    (host.loading_terms), rank 0 is its own role with that duty."""
+    spike = host_side.terms.get("loading_spike", ())
+    rank0_loads = any("rank 0 alone" in item["name"] for item in spike)
+    everyone = tuple(range(parallel.world_size))
+    if not rank0_loads or parallel.world_size == 1:
+        return (RankPlan(ranks=everyone, breakdown=breakdown),)
+    return (RankPlan(ranks=(0,), breakdown=breakdown, duty=RANK0_LOADS), RankPlan(ranks=everyone[1:], breakdown=breakdown))
 
 
 _SHARD_SOURCE = "vramplan.distributed.shares (strategy table)"

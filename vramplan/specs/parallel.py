@@ -67,7 +67,8 @@ class ParallelConfig(BaseModel):
                                   "keeps the checkpoint on the CPU (transformers 4.x; 5.x reads it in every rank first)")
     reduce_bucket_size: BucketSize = Field(default="auto", description="DeepSpeed elements per gradient reduce bucket")
     allgather_bucket_size: int = Field(default=500_000_000, ge=1, le=MAX_BUCKET_ELEMENTS,
-                                       description="DeepSpeed ZeRO-1/2 elements per parameter all-gather bucket")
+                                       description="DeepSpeed ZeRO-1/2 elements per parameter all-gather chunk (in place "
+                                                   "into the flat 16-bit buffer: no memory of its own in 0.19.8)")
     overlap_comm: bool | None = Field(default=None, description="DeepSpeed overlap_comm; None: DeepSpeed's default "
                                                                 "(true at ZeRO-3, false at 1-2)")
     stage3_prefetch_bucket_size: BucketSize = Field(default="auto", description="ZeRO-3 elements prefetched ahead")
