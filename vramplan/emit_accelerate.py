@@ -24,7 +24,7 @@ from __future__ import annotations
 from vramplan.emit_common import header_lines, mixed_precision, require_training, yaml_lines
 from vramplan.families import get_family
 from vramplan.specs import Breakdown, GPUSpec, ModelSpec, RunConfig
-from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig
+from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig, resolved_fsdp_wrap
 
 TARGET_VERSIONS = "accelerate 1.16.0, transformers 5.24"
 CONFIG_FILE = "accelerate.yaml"
@@ -109,7 +109,7 @@ def _fsdp_comments(model: ModelSpec, run: RunConfig, parallel: ParallelConfig) -
         comments.append(f"this checkpoint's model_type was read as {model.architecture}: set "
                         "fsdp_transformer_layer_cls_to_wrap to its own decoder layer class (its _no_split_modules)")
     if run.uses_lora:
-        lora_units = parallel.fsdp_wrap == "decoder-layer+lora"
+        lora_units = resolved_fsdp_wrap(parallel, run) == "decoder-layer+lora"
         comments.append("transformers' Trainer wraps each LoRA layer in its own FSDP unit for a peft model"
                         + (", as planned" if lora_units else
                            "; the plan counted decoder-layer units only (plan with fsdp_wrap decoder-layer+lora)"))
@@ -161,9 +161,6 @@ def _unexpressed(parallel: ParallelConfig) -> list[str]:
     if parallel.tensor_parallel > 1 and not fsdp2 and strategy not in ZERO_STRATEGIES:
         comments.append(f"tensor parallel {parallel.tensor_parallel}: accelerate sets it with FSDP2 "
                         "(parallelism_config_tp_size) or DeepSpeed AutoTP only: plan with fsdp_version 2 or zero*")
-    if parallel.tensor_parallel > 1 and parallel.sequence_parallel:
-        comments.append("sequence_parallel (Megatron norm/dropout sharding) has no switch in an accelerate config or "
-                        "DeepSpeed AutoTP (parallelism_config sp_* is Ulysses sequence parallelism, another scheme)")
     if strategy == "ddp" and parallel.ddp_bucket_cap_mb != 25:
         comments.append(f"DDP bucket_cap_mb {parallel.ddp_bucket_cap_mb} is no accelerate config key: pass "
                         "TrainingArguments(ddp_bucket_cap_mb=...) or DistributedDataParallelKwargs(bucket_cap_mb=...)")

@@ -90,3 +90,12 @@ def test_the_printed_all_cold_tables_agree(specs, capsys):
     rows = [tuple(float(x) for x in re.findall(r"([0-9.]+)GB", line)) for line in printed.splitlines() if "GB |" in line]
     ours = _states(rank_phase_components(model, gpu, run, make_parallel(gpus=4, strategy="zero2"))["optimizer"])
     assert any(abs(gpu_gb - ours / 2**30) < 0.006 for _cpu_gb, gpu_gb in rows), (rows, ours / 2**30)
+
+
+@pytest.mark.parametrize("gpus", [2, 4, 8])
+def test_zero3_loading_spike_is_deepspeeds_zero_init_term_without_its_buffer_factor(specs, gpus):
+    model, gpu, run, params = specs
+    host = plan_ranks(model, gpu, run, parallel=make_parallel(gpus=gpus, strategy="zero3")).host
+    cpu, _gpu, _largest = stage3.estimate_zero3_model_states_mem_needs(
+        params, model.vocab_size * model.hidden_size, gpus, 1, cpu_offload=False, zero_init=True)
+    assert host.components["loading_spike"] * 1.5 == pytest.approx(cpu, rel=REL)

@@ -181,3 +181,29 @@ def test_what_the_wrappers_cannot_run_is_refused(llama8b, fields, run, field):
 def test_inconsistent_layouts_are_refused(fields):
     with pytest.raises(InputError):
         make_parallel(**fields)
+
+
+@pytest.mark.parametrize("stack, method, strategy, efficient, copies", [
+    ("transformers=5.24", "lora", "fsdp", True, 1),    # 16-bit checkpoint stays mmap'd: one shared page-cache copy
+    ("transformers=5.24", "full", "fsdp", True, 4),    # fp32 conversion: an anonymous copy in every rank
+    ("transformers=4.57", "lora", "fsdp", True, 1),    # 4.x cpu_ram_efficient_loading: rank 0 only
+    ("transformers=4.57", "lora", "fsdp", False, 4),
+    ("transformers=4.57", "lora", "ddp", True, 4),
+])
+def test_loading_spike_follows_the_transformers_version(llama8b, stack, method, strategy, efficient, copies):
+    model, gpu = llama8b
+    run = make_run(method=method, stack=stack)
+    host = plan_ranks(model, gpu, run, parallel=make_parallel(gpus=4, strategy=strategy,
+                                                              cpu_ram_efficient_loading=efficient)).host
+    per_copy = parameter_count(model) * (4 if method == "full" else 2)
+    assert host.components["loading_spike"] == copies * per_copy
+
+
+def test_rank_0_is_its_own_role_when_it_alone_reads_the_checkpoint(llama8b):
+    model, gpu = llama8b
+    cluster = plan_ranks(model, gpu, make_run(method="lora", stack="transformers=4.57"),
+                         parallel=make_parallel(gpus=4, strategy="fsdp"))
+    assert [role.name for role in cluster.ranks] == ["rank 0", "ranks 1-3"]
+    assert cluster.ranks[0].duty and cluster.ranks[0].breakdown == cluster.ranks[1].breakdown
+    shared = plan_ranks(model, gpu, make_run(method="lora"), parallel=make_parallel(gpus=4, strategy="fsdp"))
+    assert [role.name for role in shared.ranks] == ["ranks 0-3"]

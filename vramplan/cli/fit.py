@@ -180,9 +180,10 @@ def run(args) -> int:
 
         print()
         print(render_simulation(model, gpu, run_config, breakdown))
-    from vramplan.advice import advise, render_advice
+    from vramplan.advice import render_fit_advice
 
-    advice_text = render_advice(advise(model, gpu, run_config), breakdown.fits) if not breakdown.blocked_by else ""
+    advice_text = render_fit_advice(model, gpu, run_config, breakdown.fits, margin_bytes=margin_bytes) \
+        if not breakdown.blocked_by else ""
     if advice_text:
         print()
         print(advice_text)
@@ -221,4 +222,12 @@ def run_ranks(args, model, gpu, run_config, parallel, margin_bytes: int) -> int:
     print()
     print(f"worst rank ({cluster.worst_rank.name}):")
     print(render(worst))
+    from vramplan.distributed.advice import rank_advice, render_rank_advice
+
+    advice_text = "" if worst.blocked_by else render_rank_advice(
+        rank_advice(model, gpu, run_config, parallel, cluster, margin_bytes=margin_bytes, host_ram_bytes=host_ram),
+        parallel)
+    if advice_text:
+        print()
+        print(advice_text)
     return code

@@ -26,7 +26,7 @@ from vramplan.memory.plan import base_weight_terms, paged_optimizer_bytes, phase
 from vramplan.memory.terms import total
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.cluster import ClusterPlan, RankPlan
-from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig
+from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig, resolved_fsdp_wrap
 
 _AUTOCAST_COPIES = ("autocast weight copies", "one layer's autocast weight copies")
 _SHARDABLE_QUANTIZED = frozenset({"nf4", "fp4"})
@@ -58,6 +58,9 @@ def rank_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paralle
     groups = trainable_groups(rank_model, rank_run, rank_run.lora_rank, dtypes.moe_experts)
     host_per_rank: dict[str, list] = {}
     sizes = units.unit_sizes(rank_model, rank_run, dtypes, base_weight_terms) if run.trains else None
+    whole_unit_grads = fsdp1_whole_unit_gradients(run, parallel, dtypes)
+    if whole_unit_grads and sizes is not None:
+        sizes = units.with_whole_unit_gradients(sizes, dtypes)
 
     if strategy in ZERO_STRATEGIES:
         phases, host_per_rank = deepspeed_states.rank_model_state_terms(
@@ -76,6 +79,11 @@ def rank_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paralle
     comm = {}
     if run.trains and parallel.data_parallel > 1:
         comm = buffers.bucket_terms(parallel, rank_model, dtypes, grad_terms, sizes)
+    if whole_unit_grads and sizes is not None:
+        flat = units.flat_gradient_shard_terms(sizes, rank_model, parallel, dtypes)
+        for phase in ("backward_end", "optimizer"):
+            if phase in phases:
+                phases[phase]["gradients"] = list(phases[phase].get("gradients", [])) + flat
     for phase, comps in phases.items():
         if gathered:
             comps["activations"] = [item for item in comps.get("activations", []) if item.name not in _AUTOCAST_COPIES]
@@ -104,11 +112,25 @@ def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paral
     breakdown = breakdown_from_terms(
         model, gpu, run, terms.dtypes, terms.phases, margin_bytes=margin_bytes,
         nccl_buffers_bytes=int(total(terms.nccl_terms)), trainable_parameters=_trainable_parameters(model, run, terms.dtypes),
-        paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)))
+        paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)),
+        nccl_terms=tuple(terms.nccl_terms))
     host_side = host.host_memory(parallel, model, run, terms.host_per_rank, host_ram_bytes, terms.trainable_per_rank)
-    role = RankPlan(ranks=tuple(range(parallel.world_size)), breakdown=breakdown)
     return ClusterPlan(strategy=parallel.resolved_strategy, nodes=parallel.nodes, world_size=parallel.world_size,
-                       ranks=(role,), host=host_side)
+                       ranks=rank_roles(parallel, breakdown, host_side), host=host_side)
+
+
+RANK0_LOADS = "reads the checkpoint, broadcasts it"
+
+
+def rank_roles(parallel: ParallelConfig, breakdown, host_side) -> tuple[RankPlan, ...]:
+    """Every rank holds the same GPU bytes; when only rank 0 reads the checkpoint into host RAM
+    (host.loading_terms), rank 0 is its own role with that duty."""
+    spike = host_side.terms.get("loading_spike", ())
+    rank0_loads = any("rank 0 alone" in item["name"] for item in spike)
+    everyone = tuple(range(parallel.world_size))
+    if not rank0_loads or parallel.world_size == 1:
+        return (RankPlan(ranks=everyone, breakdown=breakdown),)
+    return (RankPlan(ranks=(0,), breakdown=breakdown, duty=RANK0_LOADS), RankPlan(ranks=everyone[1:], breakdown=breakdown))
 
 
 _SHARD_SOURCE = "vramplan.distributed.shares (strategy table)"
@@ -129,6 +151,14 @@ def wrapper_run(run: RunConfig, strategy: str) -> RunConfig:
     return run.model_copy(update=update)
 
 
+def fsdp1_whole_unit_gradients(run, parallel: ParallelConfig, dtypes) -> bool:
+    """FSDP1 with LoRA inside decoder-layer units: one flat parameter mixes frozen and trainable
+    tensors, which needs use_orig_params=True, and then its gradient spans the whole unit, frozen
+    parts included (torch/distributed/fsdp/_flat_param.py:822-832, torch 2.13)."""
+    return (run.uses_lora and parallel.resolved_strategy in FSDP_STRATEGIES and parallel.fsdp_version == 1
+            and resolved_fsdp_wrap(parallel, run) == "decoder-layer")
+
+
 def check_supported(model, run, parallel: ParallelConfig, dtypes) -> None:
     """Refuse what the wrappers cannot run, with the way out."""
     strategy = parallel.resolved_strategy
@@ -143,6 +173,11 @@ def check_supported(model, run, parallel: ParallelConfig, dtypes) -> None:
     if parallel.tensor_parallel > 1 and fmt in BNB_FORMATS and run.trains:
         raise InputError("tensor_parallel", "tensor parallelism with bitsandbytes weights is not supported by "
                                             "transformers' tp_plan: use a 16-bit base, or FSDP for QLoRA")
+    if fsdp1_whole_unit_gradients(run, parallel, dtypes) and dtypes.lora != (
+            dtypes.compute if dtypes.base_quantized else dtypes.float_weights):
+        raise InputError("fsdp_wrap", f"FSDP1 flattens a decoder-layer unit into one tensor of one dtype: {dtypes.lora} "
+                                      "LoRA weights beside the base need decoder-layer+lora (LoRA layers their own units), "
+                                      "--lora-dtype of the base, or --fsdp-version 2")
     if parallel.tensor_parallel > 1 and model.is_moe:
         raise InputError("tensor_parallel", "tensor-parallel MoE experts are not modelled; plan a dense model")
 
@@ -193,9 +228,9 @@ def rank_notes(model, run, parallel: ParallelConfig, dtypes):
         yield (f"FSDP{parallel.fsdp_version} over {parallel.shard_count} ranks, one unit per decoder layer "
                f"(mixed precision: parameters gathered in {dtypes.compute}), backward prefetch "
                f"{'on' if parallel.resolved_backward_prefetch else 'off'}")
-        if run.uses_lora and parallel.fsdp_version == 1 and parallel.fsdp_wrap == "decoder-layer":
-            yield ("FSDP1 flattens a unit into one tensor of one dtype and requires_grad: LoRA layers need their own "
-                   "units (--fsdp-wrap decoder-layer+lora, peft's fsdp_auto_wrap_policy) or use_orig_params")
+        if fsdp1_whole_unit_gradients(run, parallel, dtypes):
+            yield ("FSDP1 with LoRA inside decoder-layer units (use_orig_params): each unit's gradient spans its frozen "
+                   "weights too; --fsdp-wrap decoder-layer+lora gives LoRA layers their own units")
     if strategy in ZERO_STRATEGIES:
         yield (f"DeepSpeed ZeRO-{strategy[-1]} over {parallel.shard_count} ranks: the module in {dtypes.compute}, "
                "fp32 master weights and optimizer state partitioned")
