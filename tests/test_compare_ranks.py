@@ -8,10 +8,12 @@ import json
 import pytest
 
 from vramplan.cli.main import main
+from vramplan.distributed.solve import max_per_rank
 from vramplan.estimate import make_run, plan_ranks
 from vramplan.gpus import get_gpu
 from vramplan.present_bar import CAPACITY_GLYPH, bar_cells, glyphs, text_bar
 from vramplan.resolve import resolve_model
+from vramplan.solvers import DEFAULT_LIMITS
 from vramplan.specs.parallel import ParallelConfig
 
 GIB = 2**30
@@ -45,7 +47,11 @@ def test_count_prefixes_give_one_row_per_entry_equal_to_plan_ranks(capsys):
         assert row["peak_allocated_bytes"] == worst.peak_allocated_bytes
         assert row["host_required_bytes"] == expected.host.required_bytes and row["host_ram_bytes"] == 2 << 40
         assert row["verdict"] == ("FITS" if expected.fits else worst.verdict)
-        assert row["max_micro_batch"] is None and row["max_seq_len"] is None  # one-GPU solvers: not per rank
+        parallel = ParallelConfig(gpus=gpus, strategy="fsdp")
+        assert row["max_micro_batch"] == max_per_rank("batch", resolve_model("70b"), get_gpu(gpu), make_run(method="lora"),
+                                                      parallel, limit=DEFAULT_LIMITS["batch"])
+        assert row["max_seq_len"] == max_per_rank("seq", resolve_model("70b"), get_gpu(gpu), make_run(method="lora"),
+                                                  parallel, limit=DEFAULT_LIMITS["seq"])
 
 
 def test_gpu_count_applies_to_entries_without_a_prefix(capsys):

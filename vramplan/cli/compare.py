@@ -20,8 +20,8 @@ max batch / max seq: the largest that fit with the other settings unchanged (0: 
 more than one GPU: --gpus stays the list of GPUs to compare; the count per node is an NxGPU prefix on an
 entry (4xa100-40g) or --gpu-count N for the entries without one (with --models: --gpu 4xa100-40g or
 --gpu-count). With a count, or any flag of the multi-GPU group (--strategy, --offload, --nodes, ...),
-each row is the plan's worst rank (verdict, peak, needs, headroom) plus the host RAM one node needs,
-and a bar of that rank's components; max batch / max seq are one-GPU solvers and are left out there."""
+each row is the plan's worst rank (verdict, peak, needs, headroom; max batch / max seq at which every
+rank fits) plus the host RAM one node needs, and a bar of that rank's components."""
 
 FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity_bytes", "headroom_bytes",
           "max_micro_batch", "max_seq_len", "context_window", "note")

@@ -14,7 +14,7 @@ from vramplan.cli.compare import FIELDS
 from vramplan.present import gib, table
 
 RANK_FIELDS = (*FIELDS, "strategy", "world_size", "worst_rank", "host_required_bytes", "host_ram_bytes", "host_fits")
-"""compare's columns, then the per-rank ones (max_micro_batch and max_seq_len are empty: one-GPU solvers)."""
+"""compare's columns (max batch / seq: the largest at which every rank fits), then the per-rank ones."""
 
 HOST_RAM_HELP = ("host RAM: of one training node on more than one GPU (default there: this machine's RAM; "
                  "'unknown' skips the host verdict), or the system RAM llama.cpp offloads to (--engine llama.cpp); "
@@ -70,9 +70,11 @@ def parallel_for(args, count: int | None):
 
 def rank_row(name: str, model, gpu, run, parallel, margin_bytes: int, host_ram_bytes: int | None) -> dict:
     """One row: the worst rank's verdict and numbers, the host RAM one node needs, and the worst rank's Breakdown."""
+    from vramplan.distributed.solve import max_per_rank
     from vramplan.errors import InputError
     from vramplan.estimate import plan_ranks
     from vramplan.present_ranks import cluster_verdict
+    from vramplan.solvers import DEFAULT_LIMITS
 
     layout = {"strategy": parallel.resolved_strategy, "world_size": parallel.world_size}
     try:
@@ -86,6 +88,10 @@ def rank_row(name: str, model, gpu, run, parallel, margin_bytes: int, host_ram_b
         "name": name, "verdict": cluster_verdict(cluster),
         "peak_allocated_bytes": b.peak_allocated_bytes, "required_bytes": b.required_bytes,
         "capacity_bytes": b.capacity_bytes, "headroom_bytes": b.headroom_bytes,
+        "max_micro_batch": max_per_rank("batch", model, gpu, run, parallel, limit=DEFAULT_LIMITS["batch"],
+                                        margin_bytes=margin_bytes),
+        "max_seq_len": max_per_rank("seq", model, gpu, run, parallel, limit=DEFAULT_LIMITS["seq"],
+                                    margin_bytes=margin_bytes),
         "context_window": model.max_position_embeddings, "note": b.blocked_by,
         "strategy": cluster.strategy, "world_size": cluster.world_size, "worst_rank": worst.name,
         "host_required_bytes": host.required_bytes, "host_ram_bytes": host.host_ram_bytes, "host_fits": host.fits,
@@ -124,6 +130,7 @@ def run_ranks(args) -> int:
 
 
 def render_rank_rows(first: str, rows: list[dict], breakdowns: list, ram_sources: list[str]) -> str:
+    from vramplan.cli.compare import _beyond_context, _seq_cell
     from vramplan.present_bar import bar_cells, text_bar, text_legend
 
     def size(value):
@@ -132,10 +139,11 @@ def render_rank_rows(first: str, rows: list[dict], breakdowns: list, ram_sources
     bars = [text_bar(b, BAR_WIDTH) if b is not None else "-" for b in breakdowns]
     bar_width = max(len(bar) for bar in bars)
     header = [first, "strategy", "ranks", "verdict", "worst rank", "peak GiB", "needs GiB", "of GiB", "headroom",
-              "host GiB", "host RAM", "worst rank's memory".ljust(bar_width)]
+              "max batch", "max seq", "host GiB", "host RAM", "worst rank's memory".ljust(bar_width)]
     body = [[row["name"], row["strategy"], str(row["world_size"]), row["verdict"], row["worst_rank"] or "-",
              size(row["peak_allocated_bytes"]), size(row["required_bytes"]), size(row["capacity_bytes"]),
-             size(row["headroom_bytes"]), size(row["host_required_bytes"]),
+             size(row["headroom_bytes"]), "-" if row["max_micro_batch"] is None else str(row["max_micro_batch"]),
+             _seq_cell(row), size(row["host_required_bytes"]),
              "?" if row["host_ram_bytes"] is None else gib(row["host_ram_bytes"]), bar.ljust(bar_width)]
             for row, bar in zip(rows, bars)]
     # The text columns left, the numbers right; the bars, padded to one width, read left to right.
@@ -144,9 +152,12 @@ def render_rank_rows(first: str, rows: list[dict], breakdowns: list, ram_sources
     if names:
         lines.append(f"bar: one cell = 1/{BAR_WIDTH} of the GPU (of what the rank needs when more): "
                      f"{text_legend(names)}; . free, | capacity")
-    lines.append("host GiB: host RAM one node needs (the larger of loading and training); host RAM: "
+    lines.append("max batch / max seq: the largest at which every rank fits its GPU (the host aside); host GiB: "
+                 "host RAM one node needs (the larger of loading and training); host RAM: "
                  + ("; ".join(ram_sources) if ram_sources else "not known (?)"))
     lines.extend(f"note: {row['name']}: {row['note']}" for row in rows if row["note"])
+    if any(_beyond_context(row) for row in rows):
+        lines.append("note: * memory allows more tokens than the model's context window (max_position_embeddings)")
     return "\n".join(lines)
 
 
