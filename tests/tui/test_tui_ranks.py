@@ -7,11 +7,13 @@ import json
 from textual.widgets import Input, Select
 from tui_helpers import assert_shows, assert_table_shows, drive, settle, shown
 
+from vramplan.distributed.solve import max_per_rank
 from vramplan.estimate import make_run, plan, plan_ranks
 from vramplan.gpus import get_gpu
 from vramplan.present import gib
 from vramplan.present_ranks import host_line
 from vramplan.resolve import resolve_model
+from vramplan.solvers import DEFAULT_LIMITS
 from vramplan.specs.parallel import ParallelConfig
 from vramplan.tui.app import ExplorerApp
 from vramplan.tui.state import AUTO, WhatIf
@@ -60,7 +62,10 @@ def test_eight_gpus_fsdp_show_the_worst_rank_and_the_host_then_one_gpu_is_as_bef
         ranks = shown(app, "#ranks")
         assert app.screen.query_one("#ranks").display and host_line(cluster.host, "as given") in ranks
         assert f"{cluster.worst_rank.name} {gib(worst.required_bytes)}" in ranks
-        assert "one GPU only" in shown(app, "#limits") and not app.screen.query_one("#advice").display
+        batch = max_per_rank("batch", resolve_model("70b"), get_gpu("a100-40g"), LORA, app.state.parallel,
+                             limit=DEFAULT_LIMITS["batch"])
+        assert shown(app, "#limits").startswith(f"largest that fits on every rank: micro-batch {batch} ·")
+        assert not app.screen.query_one("#advice").display
         assert shown(app, "#command").endswith("--gpus 8 --strategy fsdp --host-ram 2TiB")
         data = json.loads(app.state.plan_json())
         assert data["world_size"] == 8 and data["host"]["required_bytes"] == cluster.host.required_bytes
@@ -109,10 +114,10 @@ def test_a_one_gpu_solver_answer_that_arrives_late_does_not_overwrite_the_per_ra
     async def script(pilot):
         app = pilot.app
         state = app.state
-        key = (state.model, state.gpu, state.run)
+        key = (state.model, state.gpu, state.run, state.parallel)
         await set_knob(pilot, "gpu_count", 2)
         app.screen._show_solved(key, {"micro-batch": 99}, [])
-        assert "99" not in shown(app, "#limits")
+        assert "99" not in shown(app, "#limits") and "on every rank" in shown(app, "#limits")
 
     drive(ExplorerApp("13b", "a100-40g", LORA), script)
 

@@ -135,35 +135,34 @@ class ExplorerScreen(Screen):
             self.query_one(ComponentTable).show(breakdown, per_rank=cluster is not None)
             self.query_one("#command", Static).update(f"$ {state.command_line()}")
             for widget in self.query("#advice, #advice-title"):
-                widget.display = not breakdown.fits and cluster is None
-            if cluster is not None:  # the solvers and the advice plan one GPU
-                self.query_one(Limits).show_unavailable("one GPU only: set GPUs to 1 and strategy to (auto)")
-                return
+                widget.display = not breakdown.fits and cluster is None  # the advice plans one GPU
             self.query_one(Limits).set_class(True, "-stale")
         # Paint the new plan first; the solvers' thread would otherwise compete with it for the GIL.
-        self.call_after_refresh(self.solve, state.model, state.gpu, state.run, breakdown.fits)
+        self.call_after_refresh(self.solve, state.model, state.gpu, state.run, breakdown.fits, state.parallel)
 
     @work(exclusive=True, thread=True, group="solve")
-    def solve(self, model, gpu, run, fits: bool) -> None:
-        """Largest batch/seq/rank and (when it does not fit) advice, off the UI thread."""
+    def solve(self, model, gpu, run, fits: bool, parallel=None) -> None:
+        """Largest batch/seq/rank (per rank on more than one GPU) and (one GPU, when it does not fit) advice,
+        off the UI thread."""
+        per_rank = parallel is not None and not parallel.is_single
         try:
-            limits: dict | str = largest_that_fit(model, gpu, run)
+            limits: dict | str = largest_that_fit(model, gpu, run, parallel)
         except Exception as exc:  # a solver bug must not take the explorer down
             limits = f"solver error: {exc}"
         try:
-            advice: list | str = [] if fits else advise(model, gpu, run)
+            advice: list | str = [] if fits or per_rank else advise(model, gpu, run)
         except Exception as exc:
             advice = f"advice error: {exc}"
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_solved, (model, gpu, run), limits, advice)
+            self.app.call_from_thread(self._show_solved, (model, gpu, run, parallel), limits, advice)
 
     def _show_solved(self, key, limits, advice) -> None:
-        if key != (self.state.model, self.state.gpu, self.state.run) or self.state.cluster is not None:
+        if key != (self.state.model, self.state.gpu, self.state.run, self.state.parallel):
             return  # the knobs moved on; a newer worker is coming
         if isinstance(limits, str):
             self.query_one(Limits).show_unavailable(limits)
         else:
-            self.query_one(Limits).show_limits(limits)
+            self.query_one(Limits).show_limits(limits, per_rank=self.state.cluster is not None)
         if isinstance(advice, str):
             self.query_one(AdviceList).show_unavailable(advice)
         else:
@@ -203,7 +202,8 @@ number comes from the same library calls as `vramplan fit`.
 More than one GPU: open "more knobs" and set GPUs, strategy (ddp, fsdp, zero1-3, ...),
 offload and the node's host RAM. The verdict, bar and table are then the worst rank's (as
 `vramplan fit --gpus N --strategy S` prints them), with every rank's need and the host RAM
-line under the bar; the largest batch / sequence / rank and the advice are for one GPU.
+line under the bar; the largest batch / sequence / rank are those at which every rank fits,
+and the advice (what would make it fit) is for one GPU.
 `vramplan tui --gpu 8xa100-40g` starts with eight.
 
 Bad input (letters in a number, a zero batch, an unknown model) is shown in red under

@@ -193,8 +193,16 @@ class WhatIf:
         return breakdown_json(self.breakdown, cluster=self.cluster)
 
 
-def largest_that_fit(model: ModelSpec, gpu: GPUSpec, run: RunConfig) -> dict[str, int]:
-    """Largest micro-batch, sequence length and (LoRA runs) rank that fit, from the solvers."""
+def largest_that_fit(model: ModelSpec, gpu: GPUSpec, run: RunConfig,
+                     parallel: ParallelConfig | None = None) -> dict[str, int]:
+    """Largest micro-batch, sequence length and (LoRA runs) rank that fit, from the solvers; on more
+    than one GPU those at which every rank fits (`distributed.solve.max_per_rank`, as `vramplan max --gpus`)."""
+    if parallel is not None and not parallel.is_single:
+        from vramplan.distributed.solve import max_per_rank
+
+        dimensions = {"micro-batch": "batch", "sequence length": "seq", **({"LoRA rank": "rank"} if run.uses_lora else {})}
+        return {name: max_per_rank(dimension, model, gpu, run, parallel, limit=solvers.DEFAULT_LIMITS[dimension])
+                for name, dimension in dimensions.items()}
     limits = {
         "micro-batch": solvers.max_micro_batch(model, gpu, run),
         "sequence length": solvers.max_seq_len(model, gpu, run),

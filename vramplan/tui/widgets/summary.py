@@ -75,9 +75,9 @@ class Limits(Static):
     def on_mount(self) -> None:
         self.update("largest that fits: …")
 
-    def show_limits(self, limits: dict[str, int]) -> None:
+    def show_limits(self, limits: dict[str, int], per_rank: bool = False) -> None:
         parts = [f"{name} {value if value else 'none'}" for name, value in limits.items()]
-        self.update("largest that fits: " + " · ".join(parts))
+        self.update(f"largest that fits{' on every rank' if per_rank else ''}: " + " · ".join(parts))
         self.remove_class("-stale")
 
     def show_unavailable(self, reason: str) -> None:
