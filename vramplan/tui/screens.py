@@ -57,6 +57,8 @@ class ExplorerScreen(Screen):
         # Each knob reports to `change` from inside its own value change, so a key's effect on
         # the plan (and the error line) is settled before the widget handles its next key;
         # Changed messages would reach the screen only after bubbling through six queues.
+        # Found once: a CSS query on every key press walks all the knobs' widgets (a few ms each time).
+        self._advice_widgets = (self.query_one("#advice-title"), self.query_one("#advice"))
         panel = self.query_one(KnobPanel)
         for key in panel.shown:
             widget = panel.query_one(f"#knob-{key}")
@@ -134,7 +136,7 @@ class ExplorerScreen(Screen):
             self.query_one(RankSummary).show(cluster, state.parallel, state.host_ram_source)
             self.query_one(ComponentTable).show(breakdown, per_rank=cluster is not None)
             self.query_one("#command", Static).update(f"$ {state.command_line()}")
-            for widget in self.query("#advice, #advice-title"):
+            for widget in self._advice_widgets:
                 widget.display = not breakdown.fits and cluster is None  # the advice plans one GPU
             self.query_one(Limits).set_class(True, "-stale")
         # Paint the new plan first; the solvers' thread would otherwise compete with it for the GIL.
