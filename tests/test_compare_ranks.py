@@ -93,6 +93,14 @@ def test_text_rows_carry_the_worst_ranks_bar_and_its_legend(capsys):
     assert f"{glyphs()['float_weights']} float weights" in legend
 
 
+def test_a_gpu_that_cannot_run_the_config_is_an_na_row_with_its_reason(capsys):
+    code, out, _ = run_cli(capsys, "compare", "--gpus", "2xt4,2xa10g", "--model", "7b", "--compute-dtype", "bf16",
+                           "--strategy", "fsdp", "--host-ram", "unknown")
+    t4_row = next(line for line in out.splitlines() if line.startswith("2xt4"))
+    assert code == 0 and " n/a " in t4_row and "note: 2xt4:" in out and "bf16" in out
+    assert "FITS" in next(line for line in out.splitlines() if line.startswith("2xa10g"))
+
+
 def test_one_gpu_compare_has_no_per_rank_columns(capsys):
     code, out, _ = run_cli(capsys, "compare", "--gpus", "t4,a10g", "--model", "7b")
     assert code == 0 and "strategy" not in out and "max batch" in out and "bar:" not in out

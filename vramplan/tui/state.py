@@ -180,11 +180,12 @@ class WhatIf:
             return line
         import shlex
 
-        parallel, flags = self.parallel, [f"--gpus {self.parallel.gpus}"]
-        if parallel.strategy is not None:
-            flags.append(f"--strategy {parallel.strategy}")
-        if parallel.offload != "none":
-            flags.append(f"--offload {parallel.offload}")
+        from vramplan.cli.parallel_flags import flag
+
+        parallel = self.parallel
+        given = {"gpus": parallel.gpus, "strategy": parallel.strategy,
+                 "offload": None if parallel.offload == "none" else parallel.offload}
+        flags = [f"{flag(name)} {value}" for name, value in given.items() if value is not None]
         if self.host_ram_text:
             flags.append(f"--host-ram {shlex.quote(self.host_ram_text)}")
         return " ".join([line, *flags])
