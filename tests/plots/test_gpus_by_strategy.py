@@ -82,6 +82,8 @@ def test_cli_writes_the_figure_and_reads_its_flags(tmp_path, capsys):
     assert main(["plot", "gpus-by-strategy", "--model", "7b", "--gpu", "a100-40g", "--counts", "1,2",
                  "--host-ram", "unknown", "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
-    code = main(["plot", "gpus-by-strategy", "--model", "7b", "--counts", "12", "--out", str(tmp_path / "x.png")])
-    err = capsys.readouterr().err
-    assert code == 2 and "--counts" in err and len(err.strip().splitlines()) == 1
+    for argv, needle in ((["--model", "7b", "--counts", "12"], "--counts"),
+                         (["--model", "7b", "--gpu", "8xa100-40g"], "--gpu: 8xa100-40g: the columns are the GPU counts")):
+        code = main(["plot", "gpus-by-strategy", *argv, "--out", str(tmp_path / "x.png")])
+        err = capsys.readouterr().err
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1

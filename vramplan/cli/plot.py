@@ -144,6 +144,12 @@ def _draw_gpus_by_strategy(args):
     from vramplan.plots import gpus_by_strategy, gpus_by_strategy_figure
     from vramplan.specs.parallel import ParallelConfig
 
+    from vramplan.cli.parallel_flags import split_gpu_count
+    from vramplan.errors import InputError
+
+    count, name = split_gpu_count(args.gpu)
+    if count is not None:
+        raise InputError("--gpu", f"{args.gpu}: the columns are the GPU counts (--counts); give --gpu {name}")
     model, gpu, run = specs_from_args(args)
     host_ram, _source = host_ram_from_args(args, ParallelConfig(gpus=2))  # any multi-GPU layout: the same default
     grid = gpus_by_strategy(model, gpu, run, gpu_counts=positive_ints(args.counts, "--counts"),
