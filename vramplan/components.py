@@ -31,6 +31,7 @@ class Component:
     at_load: bool = False  # allocated once the model is built and prepared, before the first step
     base_weights: bool = False  # holds the frozen base model's own weights (not adapters, not training state)
     breakdown_field: str = ""  # not allocated: the Breakdown field that holds its bytes
+    multi_gpu: bool = False  # only a per-rank plan (plan_ranks) holds it; zero in every one-GPU `plan`
 
     @property
     def short_label(self) -> str:
@@ -50,14 +51,16 @@ _REGISTRY: list[Component] = [
     Component("logits_loss", "logits + loss", "#FFD8A8", "||", "orchid1"),
     Component("kv_cache", "KV cache", "#56B4E9", "**", "medium_purple1"),
     Component("cublas_workspace", "cuBLAS workspace", "#BBBBBB", "..", "grey62"),
-    Component("gathered_parameters", "gathered parameters (unsharded units in flight)", "#88CCEE", "x.", "cyan"),
-    Component("comm_buckets", "communication buckets (gradient reduce, all-gather)", "#AA4499", "-.", "plum2"),
+    Component("gathered_parameters", "gathered parameters (unsharded units in flight)", "#88CCEE", "x.", "cyan",
+              multi_gpu=True),
+    Component("comm_buckets", "communication buckets (gradient reduce, all-gather)", "#AA4499", "-.", "plum2",
+              multi_gpu=True),
     Component("allocator_reserve", "allocator reserve (reserved - allocated)", "#E8E8E8", "/", "grey50",
               allocated=False, breakdown_field="allocator_reserve_bytes"),
     Component("cuda_context", "CUDA context (outside PyTorch)", "#999999", "", "grey37",
               allocated=False, breakdown_field="cuda_context_bytes"),
     Component("nccl_buffers", "NCCL buffers (outside PyTorch)", "#666666", "\\.", "grey30",
-              allocated=False, breakdown_field="nccl_buffers_bytes"),
+              allocated=False, breakdown_field="nccl_buffers_bytes", multi_gpu=True),
 ]
 
 

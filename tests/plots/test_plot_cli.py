@@ -26,6 +26,7 @@ def plot(tmp_path, name, *args):
     ("fit-matrix", SMALL_MATRIX),
     ("max-seq", ["--model", "7b", "--gpus", "t4,a100", "--batches", "1,4"]),
     ("seq-components", ["--model", "1b", "--gpu", "t4", "--points", "8"]),
+    ("gpus-by-strategy", ["--model", "7b", "--gpu", "a100-40g", "--counts", "1,2", "--host-ram", "unknown"]),
 ])
 def test_every_plot_kind_writes_png_svg_and_pdf(tmp_path, kind, args):
     assert plot(tmp_path, "a.png", kind, *args)[:4] == b"\x89PNG"

@@ -31,14 +31,26 @@ def shown(app, selector: str) -> str:
 
 
 def assert_shows(app, expected) -> None:
-    """The verdict and every table cell show `expected` (a Breakdown from the library)."""
+    """The verdict and every table cell show `expected` (a one-GPU Breakdown from the library);
+    the multi-GPU components have no row on one GPU."""
     verdict = shown(app, "#verdict")
     word = "FITS" if expected.fits else "DOES NOT FIT"
     assert verdict.startswith(f"{word}: needs {gib(expected.required_bytes)} GiB of "
                               f"{gib(expected.capacity_bytes)} GiB, headroom {gib(expected.headroom_bytes)} GiB"), verdict
+    assert_table_shows(app, expected, per_rank=False)
+
+
+def assert_table_shows(app, expected, per_rank: bool) -> None:
+    """Every row of the component table shows `expected`; the multi-GPU rows exist only `per_rank`."""
+    from vramplan.components import component
+
     table = app.screen.query_one("#components")
     values = {**expected.components(), TOTAL: expected.required_bytes, CAPACITY: expected.capacity_bytes}
+    rows = [key.value for key in table.rows]
     for key, value in values.items():
+        if not per_rank and getattr(component(key), "multi_gpu", False):
+            assert key not in rows, key
+            continue
         assert table.shown_gib(key) == (gib(value) if value else "–"), key
 
 

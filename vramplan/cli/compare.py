@@ -13,8 +13,15 @@ EPILOG = """examples:
   vramplan compare --models 7b,13b,70b --gpu a100-80g --method lora --json
   vramplan compare --engine vllm --gpus l4,a10g,4090,a100-80g --model mistral-7b --format awq-4bit --max-model-len 32768
   vramplan compare --engine llama.cpp --models llama-3.1-8b,llama-3.1-70b --gpu 4090 --format gguf-q4_k_m --host-ram 64GiB
+  vramplan compare --gpus 4xa100-40g,8xa100-40g,2xh100 --model 70b --method lora --strategy fsdp --host-ram 1TiB
+  vramplan compare --gpus a100-40g,a100-80g --gpu-count 8 --model 70b --strategy zero3 --offload optimizer
 max batch / max seq: the largest that fit with the other settings unchanged (0: none).
---engine vllm|llama.cpp|hf: one row of that engine's headline figures (the flags of `vramplan serve`)."""
+--engine vllm|llama.cpp|hf: one row of that engine's headline figures (the flags of `vramplan serve`).
+more than one GPU: --gpus stays the list of GPUs to compare; the count per node is an NxGPU prefix on an
+entry (4xa100-40g) or --gpu-count N for the entries without one (with --models: --gpu 4xa100-40g or
+--gpu-count). With a count, or any flag of the multi-GPU group (--strategy, --offload, --nodes, ...),
+each row is the plan's worst rank (verdict, peak, needs, headroom; max batch / max seq at which every
+rank fits) plus the host RAM one node needs, and a bar of that rank's components."""
 
 FIELDS = ("name", "verdict", "peak_allocated_bytes", "required_bytes", "capacity_bytes", "headroom_bytes",
           "max_micro_batch", "max_seq_len", "context_window", "note")
@@ -37,7 +44,11 @@ def add_parser(subparsers) -> None:
     output.add_argument("--json", action="store_true", help="print rows as JSON")
     output.add_argument("--csv", action="store_true", help="print rows as CSV (bytes)")
     add_run_arguments(parser)
+    from vramplan.cli.compare_ranks import HOST_RAM_HELP, add_rank_arguments
+
+    add_rank_arguments(parser)  # before the engine flags, which then refuse them beside --engine
     add_engine_arguments(parser)  # after the run flags: a flag both have keeps the run flag's definition
+    parser._option_string_actions["--host-ram"].help = HOST_RAM_HELP
 
 
 def split_list(text: str, flag: str) -> list[str]:
@@ -77,6 +88,11 @@ def run(args) -> int:
 
     if (args.gpus is None) == (args.models is None):
         raise InputError("--gpus/--models", "give exactly one of --gpus LIST or --models LIST")
+    if args.engine is None:
+        from vramplan.cli.compare_ranks import run_ranks, wants_ranks
+
+        if wants_ranks(args):
+            return run_ranks(args)
     engine_args = engine_namespace(args)
     if engine_args is not None:
         return run_engine(args, engine_args)
@@ -106,7 +122,23 @@ def _write_csv(first: str, fields, rows: list[dict]) -> None:
 
 
 def _subjects(args):
-    """(title, first column, [(row name, model, gpu)]) for --gpus or --models."""
+    """(title, first column, [(row name, model, gpu)]) for --gpus or --models, one GPU each."""
+    title, first, subjects = subjects_with_counts(args)
+    counted = next((name for name, _model, _gpu, count in subjects if count is not None), None)
+    if counted is not None:
+        from vramplan.errors import InputError
+
+        flag = "--gpus" if args.gpus is not None else "--gpu"
+        raise InputError(flag, f"{counted}: a GPU count plans the ranks of a training run; with --engine "
+                               f"{args.engine} give the engine's own flags (vllm: --tensor-parallel-size)")
+    return title, first, [(name, model, gpu) for name, model, gpu, _count in subjects]
+
+
+def subjects_with_counts(args):
+    """(title, first column, [(row name, model, gpu, GPU count or None)]): an entry `4xa100-40g`
+    (or `--gpu 4xa100-40g` with --models) is the GPU a100-40g with the count 4; an entry without
+    a prefix has --gpu-count's count (None when not given: one GPU)."""
+    from vramplan.cli.parallel_flags import split_gpu_count
     from vramplan.cli.serve import engine_module
     from vramplan.gpus import get_gpu, list_gpus
     from vramplan.resolve import resolve_model
@@ -114,15 +146,27 @@ def _subjects(args):
     def model_for(text):  # llama.cpp reads a .gguf file's header, as `serve` does
         return text if args.engine == "llama.cpp" and engine_module("llama.cpp").is_gguf_path(text) else resolve_model(text)
 
+    default_count = getattr(args, "gpu_count", None)
+
+    def counted(text: str) -> tuple[int | None, str]:
+        count, name = split_gpu_count(text)
+        return (default_count if count is None else count), name
+
     if args.gpus is not None:
         model = model_for(args.model)
-        gpus = list_gpus() if args.gpus.strip() == "all" else [get_gpu(n) for n in split_list(args.gpus, "--gpus")]
-        return f"{getattr(model, 'name', model)} on each GPU", "gpu", [(gpu.key, model, gpu) for gpu in gpus]
+        if args.gpus.strip() == "all":
+            entries = [(default_count, gpu) for gpu in list_gpus()]
+        else:
+            entries = [(count, get_gpu(name)) for count, name in map(counted, split_list(args.gpus, "--gpus"))]
+        subjects = [(gpu.key if count is None else f"{count}x{gpu.key}", model, gpu, count) for count, gpu in entries]
+        return f"{getattr(model, 'name', model)} on each GPU", "gpu", subjects
     from vramplan.catalog import list_models
 
-    gpu = get_gpu(args.gpu)
+    count, gpu_name = counted(args.gpu)
+    gpu = get_gpu(gpu_name)
     models = list_models() if args.models.strip() == "all" else [model_for(n) for n in split_list(args.models, "--models")]
-    return f"each model on {gpu.name}", "model", [(getattr(m, "name", str(m)), m, gpu) for m in models]
+    on = gpu.name if count is None else f"{count} x {gpu.name}"
+    return f"each model on {on}", "model", [(getattr(m, "name", str(m)), m, gpu, count) for m in models]
 
 
 def run_engine(args, engine_args) -> int:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "draw a figure (PNG/SVG/PDF): breakdown, fit-matrix, max-seq, seq-components, validation"
+HELP = "draw a figure (PNG/SVG/PDF): breakdown, fit-matrix, gpus-by-strategy, max-seq, seq-components, validation"
 EPILOG = """examples:
   vramplan plot breakdown --model 13b --gpu t4 --seq 1024 --out plan.png
   vramplan plot fit-matrix --models 7b,13b,70b --gpus t4,3090,a100 --method qlora --out fit.svg
+  vramplan plot gpus-by-strategy --model 70b --gpu a100-40g --method lora --host-ram 1TiB --out layouts.png
   vramplan plot max-seq --model 8b --gpus t4,3090,a100 --batches 1,2,4,8 --out max_seq.png
   vramplan plot seq-components --model llama-3.1-8b --gpu 4090 --out seq.pdf
   vramplan plot validation --results validation/results --out validation.png
@@ -18,6 +19,7 @@ the file type follows --out's extension: .png, .svg or .pdf; exit code 2 on bad 
 DEFAULT_MATRIX_MODELS = "1b,3b,7b,8b,13b,70b"
 DEFAULT_MATRIX_GPUS = "t4,3060,3090,4090,l4,a100-40g,a100,h100"
 DEFAULT_CURVE_GPUS = "t4,3090,a100-40g,a100"
+DEFAULT_GPU_COUNTS = "1,2,4,8,16,32"
 
 
 def _add_kind(kinds, name: str, help_text: str, draw, *, model_gpu: bool = False):
@@ -54,6 +56,17 @@ def add_parser(subparsers) -> None:
     matrix.add_argument("--cell", choices=("seq", "batch"), default="seq",
                         help="cell text: max sequence length at --batch, or max micro-batch at --seq (default: seq)")
     add_run_arguments(matrix)
+
+    layouts = _add_kind(kinds, "gpus-by-strategy", "strategy x GPU count for one model and GPU: colour = every "
+                        "rank fits or not, marker = host RAM too small, text = GiB one rank needs",
+                        _draw_gpus_by_strategy, model_gpu=True)
+    layouts.add_argument("--counts", default=DEFAULT_GPU_COUNTS, metavar="LIST",
+                         help=f"comma-separated GPU counts, columns (default: {DEFAULT_GPU_COUNTS})")
+    layouts.add_argument("--gpus-per-node", type=bounded_int("--gpus-per-node", 1, 1024), default=8, metavar="N",
+                         help="GPUs in one node; a larger count is whole nodes of this many (default: 8)")
+    layouts.add_argument("--host-ram", default=None, metavar="SIZE",
+                         help="host RAM of one node (512GiB); default: this machine's RAM; 'unknown': no host marker")
+    add_run_arguments(layouts)
 
     curves = _add_kind(kinds, "max-seq", "max sequence length vs micro-batch size, one curve per GPU", _draw_max_seq)
     curves.add_argument("--model", "-m", default="13b", help="model (default: 13b)")
@@ -123,6 +136,25 @@ def _draw_fit_matrix(args):
 
     run = run_config_from_args(args)
     return fit_matrix_figure(fit_matrix(_models(args.models, "--models"), _gpus(args.gpus, "--gpus"), run, args.cell))
+
+
+def _draw_gpus_by_strategy(args):
+    from vramplan.cli.fit import specs_from_args
+    from vramplan.cli.parallel_flags import host_ram_from_args
+    from vramplan.plots import gpus_by_strategy, gpus_by_strategy_figure
+    from vramplan.specs.parallel import ParallelConfig
+
+    from vramplan.cli.parallel_flags import split_gpu_count
+    from vramplan.errors import InputError
+
+    count, name = split_gpu_count(args.gpu)
+    if count is not None:
+        raise InputError("--gpu", f"{args.gpu}: the columns are the GPU counts (--counts); give --gpu {name}")
+    model, gpu, run = specs_from_args(args)
+    host_ram, _source = host_ram_from_args(args, ParallelConfig(gpus=2))  # any multi-GPU layout: the same default
+    grid = gpus_by_strategy(model, gpu, run, gpu_counts=positive_ints(args.counts, "--counts"),
+                            gpus_per_node=args.gpus_per_node, host_ram_bytes=host_ram)
+    return gpus_by_strategy_figure(grid)
 
 
 def _draw_max_seq(args):

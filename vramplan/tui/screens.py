@@ -13,8 +13,8 @@ from textual.worker import get_current_worker
 
 from vramplan.advice import advise
 from vramplan.errors import InputError
-from vramplan.tui.state import WhatIf, largest_that_fit
-from vramplan.tui.widgets import AdviceList, ComponentTable, KnobPanel, Limits, MemoryBar, Verdict
+from vramplan.tui.state import HOST_RAM_KNOB, PARALLEL_KNOBS, WhatIf, largest_that_fit
+from vramplan.tui.widgets import AdviceList, ComponentTable, KnobPanel, Limits, MemoryBar, RankSummary, Verdict
 from vramplan.tui.widgets.knobs import FREE_TEXT, knob_values
 
 
@@ -45,6 +45,7 @@ class ExplorerScreen(Screen):
             with Results(id="results"):
                 yield Verdict(id="verdict")
                 yield MemoryBar(id="bar")
+                yield RankSummary(id="ranks")
                 yield Limits(id="limits")
                 yield Label("what would make it fit (Enter applies):", id="advice-title")
                 yield AdviceList(id="advice")
@@ -56,6 +57,8 @@ class ExplorerScreen(Screen):
         # Each knob reports to `change` from inside its own value change, so a key's effect on
         # the plan (and the error line) is settled before the widget handles its next key;
         # Changed messages would reach the screen only after bubbling through six queues.
+        # Found once: a CSS query on every key press walks all the knobs' widgets (a few ms each time).
+        self._advice_widgets = (self.query_one("#advice-title"), self.query_one("#advice"))
         panel = self.query_one(KnobPanel)
         for key in panel.shown:
             widget = panel.query_one(f"#knob-{key}")
@@ -73,7 +76,11 @@ class ExplorerScreen(Screen):
         panel.shown[key] = raw
         pair = next((lst for lst, text in FREE_TEXT.items() if key in (lst, text)), None)
         try:
-            if pair is None:
+            if key in PARALLEL_KNOBS:
+                self.state.set_parallel(key, raw)
+            elif key == HOST_RAM_KNOB:
+                self.state.set_host_ram(raw)
+            elif pair is None:
                 self.state.set_field(key, raw)
             else:
                 from_list = key == pair and raw is not Select.NULL
@@ -122,39 +129,42 @@ class ExplorerScreen(Screen):
             panel.set_error(other, None)
 
     def show_results(self) -> None:
-        state, breakdown = self.state, self.state.breakdown
+        state, breakdown, cluster = self.state, self.state.breakdown, self.state.cluster
         with self.app.batch_update():
-            self.query_one(Verdict).show(breakdown)
-            self.query_one(MemoryBar).breakdown = breakdown
-            self.query_one(ComponentTable).show(breakdown)
+            self.query_one(Verdict).show(breakdown, cluster)
+            self.query_one(MemoryBar).breakdown = breakdown  # on more than one GPU: the worst rank's
+            self.query_one(RankSummary).show(cluster, state.parallel, state.host_ram_source)
+            self.query_one(ComponentTable).show(breakdown, per_rank=cluster is not None)
             self.query_one("#command", Static).update(f"$ {state.command_line()}")
+            for widget in self._advice_widgets:
+                widget.display = not breakdown.fits and cluster is None  # the advice plans one GPU
             self.query_one(Limits).set_class(True, "-stale")
-            for widget in self.query("#advice, #advice-title"):
-                widget.display = not breakdown.fits
         # Paint the new plan first; the solvers' thread would otherwise compete with it for the GIL.
-        self.call_after_refresh(self.solve, state.model, state.gpu, state.run, breakdown.fits)
+        self.call_after_refresh(self.solve, state.model, state.gpu, state.run, breakdown.fits, state.parallel)
 
     @work(exclusive=True, thread=True, group="solve")
-    def solve(self, model, gpu, run, fits: bool) -> None:
-        """Largest batch/seq/rank and (when it does not fit) advice, off the UI thread."""
+    def solve(self, model, gpu, run, fits: bool, parallel=None) -> None:
+        """Largest batch/seq/rank (per rank on more than one GPU) and (one GPU, when it does not fit) advice,
+        off the UI thread."""
+        per_rank = parallel is not None and not parallel.is_single
         try:
-            limits: dict | str = largest_that_fit(model, gpu, run)
+            limits: dict | str = largest_that_fit(model, gpu, run, parallel)
         except Exception as exc:  # a solver bug must not take the explorer down
             limits = f"solver error: {exc}"
         try:
-            advice: list | str = [] if fits else advise(model, gpu, run)
+            advice: list | str = [] if fits or per_rank else advise(model, gpu, run)
         except Exception as exc:
             advice = f"advice error: {exc}"
         if not get_current_worker().is_cancelled:
-            self.app.call_from_thread(self._show_solved, (model, gpu, run), limits, advice)
+            self.app.call_from_thread(self._show_solved, (model, gpu, run, parallel), limits, advice)
 
     def _show_solved(self, key, limits, advice) -> None:
-        if key != (self.state.model, self.state.gpu, self.state.run):
+        if key != (self.state.model, self.state.gpu, self.state.run, self.state.parallel):
             return  # the knobs moved on; a newer worker is coming
         if isinstance(limits, str):
             self.query_one(Limits).show_unavailable(limits)
         else:
-            self.query_one(Limits).show_limits(limits)
+            self.query_one(Limits).show_limits(limits, per_rank=self.state.cluster is not None)
         if isinstance(advice, str):
             self.query_one(AdviceList).show_unavailable(advice)
         else:
@@ -190,6 +200,13 @@ number comes from the same library calls as `vramplan fit`.
 | Ctrl+S | save a screenshot (SVG) and the plan (JSON) to the current folder |
 | Ctrl+P | command palette |
 | Ctrl+Q | quit |
+
+More than one GPU: open "more knobs" and set GPUs, strategy (ddp, fsdp, zero1-3, ...),
+offload and the node's host RAM. The verdict, bar and table are then the worst rank's (as
+`vramplan fit --gpus N --strategy S` prints them), with every rank's need and the host RAM
+line under the bar; the largest batch / sequence / rank are those at which every rank fits,
+and the advice (what would make it fit) is for one GPU.
+`vramplan tui --gpu 8xa100-40g` starts with eight.
 
 Bad input (letters in a number, a zero batch, an unknown model) is shown in red under
 the knob; the results keep the last good answer until it is fixed.

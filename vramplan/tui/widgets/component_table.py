@@ -23,9 +23,13 @@ class ComponentTable(DataTable, can_focus=False):
         self.add_column("GiB", key="gib", width=8)
         self.add_column("share", key="share", width=6)
 
-    def show(self, breakdown) -> None:
-        values = {**breakdown.components(), TOTAL: breakdown.required_bytes, CAPACITY: breakdown.capacity_bytes}
-        if not self.row_count:
+    def show(self, breakdown, per_rank: bool = False) -> None:
+        """The components of `breakdown`; the multi-GPU ones (gathered units, buckets, NCCL) only when `per_rank`."""
+        values = {key: value for key, value in breakdown.components().items()
+                  if per_rank or not getattr(component(key), "multi_gpu", False)}
+        values |= {TOTAL: breakdown.required_bytes, CAPACITY: breakdown.capacity_bytes}
+        if [key.value for key in self.rows] != list(values):  # first draw, or one GPU <-> more: the rows change
+            self.clear()
             for key in values:
                 entry = component(key)
                 self.add_row(entry.label if entry else key, "", "", key=key)

@@ -18,7 +18,8 @@ from vramplan.gpus import list_gpus
 from vramplan.present import gib
 from vramplan.specs import RunConfig
 from vramplan.specs.run import field_choices, field_word, field_words
-from vramplan.tui.state import AUTO, WhatIf, field_type
+from vramplan.specs.parallel import STRATEGIES, Offload, ParallelConfig
+from vramplan.tui.state import AUTO, HOST_RAM_KNOB, PARALLEL_KNOBS, WhatIf, field_type
 from vramplan.tui.widgets.keys import KeysInOrder
 
 # The knobs people turn, in tab order; the other RunConfig fields go under "more knobs".
@@ -43,7 +44,9 @@ LABELS = {
     "kv_cache_dtype": "KV cache",
     "fragmentation": "fragmentation",
 }
-PLACEHOLDERS = {"lora_alpha": "blank: 2 x rank", "lora_targets": "all-linear or q_proj,v_proj"}
+PARALLEL_LABELS = {"gpu_count": "GPUs", "strategy": "strategy", "offload": "offload", HOST_RAM_KNOB: "host RAM"}
+PLACEHOLDERS = {"lora_alpha": "blank: 2 x rank", "lora_targets": "all-linear or q_proj,v_proj",
+                HOST_RAM_KNOB: "blank: this machine; 512GiB"}
 # Knobs that people move in powers of two: up/down double and halve them.
 DOUBLING = {"seq_len", "lora_rank", "quant_blocksize", "group_size", "max_new_tokens"}
 # The model and the GPU each have a list and a free-text box; the text wins when not blank.
@@ -117,6 +120,20 @@ def _field_widget(name: str, value):
     return KnobInput(value, placeholder=PLACEHOLDERS.get(name, ""), **common)
 
 
+def _parallel_widget(key: str, value):
+    """The widget of a multi-GPU knob (`state.PARALLEL_KNOBS`, or the host RAM), showing `value`."""
+    common = dict(id=knob_id(key), compact=True)
+    if key == HOST_RAM_KNOB:
+        return KnobInput(value, placeholder=PLACEHOLDERS[key], tooltip="host RAM of one node: a size, blank for this "
+                         "machine's RAM, or unknown (no host verdict)", **common)
+    tooltip = ParallelConfig.model_fields[PARALLEL_KNOBS[key]].description or None
+    if key == "gpu_count":
+        return NumberInput(value, doubling=True, tooltip=f"{tooltip} (1: today's one-GPU plan)", **common)
+    choices = [choice for choice in STRATEGIES if choice != "single"] if key == "strategy" else list(Offload.__args__)
+    options = ([(AUTO, AUTO)] if key == "strategy" else []) + [(choice, choice) for choice in choices]
+    return KnobSelect(options, value=value, allow_blank=False, tooltip=tooltip, **common)
+
+
 def _knob(key: str, text: str, widget) -> Vertical:
     """One knob: label and widget on a line, the error (hidden when none) under them."""
     heading = [] if isinstance(widget, Checkbox) else [Label(text, classes="knob-label")]
@@ -150,6 +167,9 @@ def knob_values(state: WhatIf) -> dict[str, object]:
             values[name] = AUTO if field_choices(name) else ""
         else:
             values[name] = str(value)
+    parallel = state.parallel
+    values |= {"gpu_count": str(parallel.gpus), "strategy": parallel.strategy or AUTO, "offload": parallel.offload,
+               HOST_RAM_KNOB: state.host_ram_text}
     return values
 
 
@@ -180,6 +200,10 @@ class KnobPanel(VerticalScroll, can_focus=False):
         for name in MAIN_FIELDS:
             yield _knob(name, label(name), _field_widget(name, shown[name]))
         with Collapsible(title="more knobs", collapsed=True, id="more-knobs"):
+            yield Label("more than one GPU (per-rank plan):", classes="knob-heading")
+            for key, text in PARALLEL_LABELS.items():
+                yield _knob(key, text, _parallel_widget(key, shown[key]))
+            yield Label("the run:", classes="knob-heading")
             for name in RunConfig.model_fields:
                 if name not in MAIN_FIELDS:
                     yield _knob(name, label(name), _field_widget(name, shown[name]))

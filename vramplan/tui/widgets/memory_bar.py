@@ -7,6 +7,7 @@ from textual.widget import Widget
 
 from vramplan import components
 from vramplan.present import gib
+from vramplan.present_bar import bar_cells
 
 
 def short_label(name: str) -> str:
@@ -29,15 +30,12 @@ class MemoryBar(Widget):
         if breakdown is None:
             return Text("")
         width = max(10, self.size.width)
-        scale = max(breakdown.capacity_bytes, breakdown.required_bytes)
         parts = [(name, value) for name, value in breakdown.components().items() if value > 0]
-        bar, cumulative, used_cells = Text(), 0, 0
-        for name, value in parts:
-            cumulative += value
-            end = round(cumulative / scale * width)  # cumulative rounding: segments add up exactly
-            bar.append("█" * (end - used_cells), style=colour(name))
-            used_cells = end
-        capacity_cell = round(breakdown.capacity_bytes / scale * width)
+        segments, capacity_cell = bar_cells(breakdown, width)
+        bar = Text()
+        for name, cells in segments:
+            bar.append("█" * cells, style=colour(name))
+        used_cells = sum(cells for _name, cells in segments)
         if used_cells < width:
             bar.append("░" * (width - used_cells), style="grey30")
         else:
