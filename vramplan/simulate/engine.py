@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -69,22 +70,27 @@ class _Raw:
     paged: int
 
 
-def simulate(model_spec, gpu_spec, run) -> SimulationResult:
-    """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 2 and 3 decoder layers."""
+def simulate(model_spec, gpu_spec, run, *, wrapper=None) -> SimulationResult:
+    """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 2 and 3 decoder layers.
+
+    `wrapper` (optional) turns the step into one rank's step of a distributed run: its
+    `wrap(hf_model)` runs after the method's preparation (e.g. FSDP2's `fully_shard`) and its
+    `watch(tracker)` context manager is open around the step (`vramplan.simulate.distributed`)."""
     started = time.perf_counter()
     dtypes = resolve_dtypes(run, gpu_spec, model_spec)
     _check_supported(model_spec, run, dtypes)
+    layers_fn = functools.partial(_simulate_layers, wrapper=wrapper)
     layers = model_spec.num_hidden_layers
     first = 2  # layer 1 is special (see Scale above): extrapolate from 2 and 3 layers
     local = model_spec.sliding_window_layers
     if layers <= first + 1:
-        raw, simulated, per_layer = _simulate_layers(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
+        raw, simulated, per_layer = layers_fn(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
     elif 0 < local < layers:  # local and global layers differ (KV cache, masks): one step of each
-        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local)
+        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local, layers_fn)
         simulated = (2, 3)
     else:
-        one = _simulate_layers(model_spec, gpu_spec, run, dtypes, first)
-        two = _simulate_layers(model_spec, gpu_spec, run, dtypes, first + 1)
+        one = layers_fn(model_spec, gpu_spec, run, dtypes, first)
+        two = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1)
         raw, simulated = _extrapolate(one, two, layers, first), (first, first + 1)
         per_layer = {phase: two.phase_peaks[phase] - one.phase_peaks[phase] for phase in one.phase_peaks}
     peak_phase = max(raw.phase_peaks, key=raw.phase_peaks.get)
@@ -94,14 +100,14 @@ def simulate(model_spec, gpu_spec, run) -> SimulationResult:
         layers_simulated=simulated, per_layer_bytes=per_layer, seconds=time.perf_counter() - started)
 
 
-def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int):
+def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int, layers_fn):
     """Sliding-window and global layers (Gemma-2/3) extrapolated separately: from [local, global]
     one step of each, x = x(2) + (local - 1) (x(+local) - x(2)) + (global - 1) (x(+global) - x(2)).
     Two and three layers of the default pattern would all be local for Gemma-3 (5 local : 1 global)."""
     base_types = ["sliding_attention", "full_attention"]
-    base = _simulate_layers(model_spec, gpu_spec, run, dtypes, 2, base_types)
-    plus_local = _simulate_layers(model_spec, gpu_spec, run, dtypes, 3, base_types + ["sliding_attention"])
-    plus_global = _simulate_layers(model_spec, gpu_spec, run, dtypes, 3, base_types + ["full_attention"])
+    base = layers_fn(model_spec, gpu_spec, run, dtypes, 2, base_types)
+    plus_local = layers_fn(model_spec, gpu_spec, run, dtypes, 3, base_types + ["sliding_attention"])
+    plus_global = layers_fn(model_spec, gpu_spec, run, dtypes, 3, base_types + ["full_attention"])
 
     def line(a: int, b: int, c: int) -> int:
         return a + (local - 1) * (b - a) + (global_ - 1) * (c - a)
@@ -147,16 +153,19 @@ def _check_supported(model_spec, run, dtypes) -> None:
                                   "bitsandbytes >= 0.43.2, non-reentrant checkpointing); plan older stacks analytically")
 
 
-def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types=None) -> _Raw:
+def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types=None, wrapper=None) -> _Raw:
     with FakeTensorMode(), arch.cuda_like_kernels(), _no_grad_unless(run.trains):
         hf_model = arch.build_model(model_spec, layers, run, dtypes, layer_types)
         prepare(hf_model, model_spec, run, dtypes)
+        if wrapper is not None:
+            wrapper.wrap(hf_model)
         tracker = AllocationTracker()
         _register_parameters(tracker, hf_model)
-        if run.trains:
-            _training_step(tracker, hf_model, run, dtypes)
-        else:
-            _inference_step(tracker, hf_model, model_spec, run, dtypes)
+        with wrapper.watch(tracker) if wrapper is not None else contextlib.nullcontext():
+            if run.trains:
+                _training_step(tracker, hf_model, run, dtypes)
+            else:
+                _inference_step(tracker, hf_model, model_spec, run, dtypes)
     workspace = gpu_spec.cublas_workspace_bytes
     peaks = {phase: peak.bytes + workspace for phase, peak in tracker.peaks.items()}
     categories = {}

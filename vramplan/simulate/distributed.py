@@ -1,0 +1,193 @@
+"""One rank's real FSDP2 training step, in one process, with no GPU: the trace simulator's step
+(`vramplan.simulate.engine`) run by torch's own `fully_shard` as rank k of N.
+
+How: torch's fake process group (`torch.testing._internal.distributed.fake_pg`: every collective
+returns at once and writes nothing; its outputs are the buffers FSDP2 allocated) on a "cpu"
+DeviceMesh, with the model on FakeTensorMode's CPU tensors. FSDP2 runs on a CPU mesh as on a
+CUDA one: its streams and events are the CPU no-ops of `torch.cpu.Stream`, but what it keeps
+alive and when it drops it (the all-gather output held in `comm_ctx.all_gather_state` until the
+next all-gather, the reduce-scatter inputs in `reduce_scatter_states`) does not depend on the
+device type (torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py, torch 2.13); the CUDA
+caching allocator's `max_memory_allocated` counts live blocks whatever stream they belong to, so
+counting live storages stays exact. No "cuda" device is needed; the one device-specific branch
+(`root_pre_forward` moving the inputs to the device) is moot on CPU.
+
+FSDP2 frees and re-allocates an unsharded parameter by resizing its storage in place
+(`_fsdp_param.free_storage` / `alloc_storage`); no op reaches a dispatch mode for that, so
+`watch` wraps those two functions to tell the tracker (`AllocationTracker.resized`).
+
+Wrapping is accelerate 1.16's `fsdp2_prepare_model` (accelerate/utils/fsdp_utils.py) with the
+transformer-layer auto-wrap policy: `fully_shard` on every decoder layer (reshard after forward),
+the input embedding its own unit when it is not tied, the tail [final norm, lm_head] (and the tied
+embedding) one unit that does not reshard after forward, then the root. Mixed precision is
+accelerate's `set_mixed_precision` (utils/dataclasses.py, FullyShardedDataParallelPlugin):
+`MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=compute)`: parameters are all-gathered
+and gradients reduce-scattered in bf16/fp16, and the fp32 trainable parameters (accelerate
+upcasts them: "Upcast to fp32 master weights") keep fp32 shards and fp32 sharded gradients.
+LoRA on a 16-bit base: the frozen base is sharded with the layer's LoRA weights in the same unit.
+
+Categories (beside the single-GPU simulator's): `sharded_parameters` (every rank's shard of
+the float weights / LoRA weights stays `float_weights` / `lora_adapters`), `gathered_parameters`
+(the all-gather buffers and the unsharded parameters), `unsharded_gradients` (a unit's full
+gradients until its reduce-scatter), `gradient_reduce` (reduce-scatter input/output buffers);
+`gradients` are the sharded gradients after the step's backward.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from vramplan.errors import InputError
+from vramplan.memory.dtypes import resolve_dtypes
+from vramplan.simulate.engine import SimulationResult, simulate
+from vramplan.simulate.hf_build import TORCH_DTYPES, decoder_layers
+
+SUPPORTED_METHODS = ("full", "lora")
+
+
+@dataclass(frozen=True)
+class RankSimulation:
+    """Per-rank simulated step of one distributed run: one SimulationResult per simulated rank."""
+
+    strategy: str
+    world_size: int
+    ranks: dict[int, SimulationResult]
+
+    @property
+    def worst_rank(self) -> SimulationResult:
+        return max(self.ranks.values(), key=lambda result: result.peak_bytes)
+
+
+def simulate_ranks(model_spec, gpu_spec, run, parallel, ranks: tuple[int, ...] = (0,)) -> RankSimulation:
+    """Simulate `ranks` of `run` spread over `parallel` (FSDP2 only). Every rank of an FSDP2 run holds
+    the same bytes (each parameter's shard is padded to ceil(dim 0 / N) rows on every rank,
+    `FSDPParam._init_sharded_param`), so one rank is enough; more are for checking that."""
+    check_supported(model_spec, gpu_spec, run, parallel)
+    world = parallel.world_size
+    bad = [rank for rank in ranks if not 0 <= rank < world]
+    if bad or not ranks:
+        raise InputError("ranks", f"ranks must be 0 to {world - 1} (got {list(ranks)})")
+    results = {}
+    for rank in ranks:
+        with fake_process_group(rank, world) as mesh:
+            results[rank] = simulate(model_spec, gpu_spec, run, wrapper=Fsdp2Wrapper(mesh, run, resolve_dtypes(
+                run, gpu_spec, model_spec)))
+    return RankSimulation(strategy=parallel.resolved_strategy, world_size=world, ranks=results)
+
+
+def check_supported(model_spec, gpu_spec, run, parallel) -> None:
+    strategy = parallel.resolved_strategy
+    if strategy != "fsdp" or parallel.fsdp_version != 2:
+        raise InputError("strategy", f"the distributed simulator runs FSDP2 (--strategy fsdp --fsdp-version 2) only "
+                                     f"(got {strategy}, fsdp_version {parallel.fsdp_version}); plan others analytically")
+    if parallel.tensor_parallel != 1:
+        raise InputError("tensor_parallel", "the distributed simulator runs data-parallel FSDP2 only (T = 1)")
+    if parallel.offload != "none":
+        raise InputError("offload", "the distributed simulator runs FSDP2 without CPU offload only")
+    if parallel.fsdp_wrap != "decoder-layer":
+        raise InputError("fsdp_wrap", "the distributed simulator wraps each decoder layer (accelerate's policy) only")
+    if run.method not in SUPPORTED_METHODS:
+        raise InputError("method", f"the distributed simulator trains {' or '.join(SUPPORTED_METHODS)} on a 16-bit "
+                                   f"or fp32 base (got {run.method}); plan it analytically")
+    if model_spec.is_moe:
+        raise InputError("model", "the distributed simulator runs dense models only")
+
+
+@contextlib.contextmanager
+def fake_process_group(rank: int, world_size: int):
+    """torch.distributed initialised as `rank` of `world_size` on the fake backend; yields a 1-D cpu mesh."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    if dist.is_initialized():
+        raise RuntimeError("torch.distributed is already initialised in this process")
+    dist.init_process_group("fake", rank=rank, world_size=world_size, store=FakeStore())
+    try:
+        yield init_device_mesh("cpu", (world_size,))
+    finally:
+        dist.destroy_process_group()
+
+
+class Fsdp2Wrapper:
+    """`fully_shard` as accelerate 1.16 applies it, and the tracker hooks for FSDP2's own buffers."""
+
+    def __init__(self, mesh, run, dtypes):
+        self.mesh = mesh
+        self.run = run
+        self.dtypes = dtypes
+
+    def mixed_precision(self):
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        compute = TORCH_DTYPES[self.dtypes.compute]
+        if compute == torch.float32:
+            return MixedPrecisionPolicy()
+        return MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=compute)
+
+    def wrap(self, hf_model) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        kwargs = {"mesh": self.mesh, "mp_policy": self.mixed_precision(), "reshard_after_forward": True}
+        for layer in decoder_layers(hf_model):
+            fully_shard(layer, **kwargs)
+        embed, head = hf_model.get_input_embeddings(), hf_model.get_output_embeddings()
+        tied = embed.weight is head.weight
+        if not tied:
+            fully_shard(embed, **kwargs)
+        final_norm = hf_model.model.norm
+        tail = [final_norm, embed, head] if tied else [final_norm, head]
+        fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
+        fully_shard(hf_model, mesh=self.mesh, mp_policy=kwargs["mp_policy"])
+
+    @contextlib.contextmanager
+    def watch(self, tracker):
+        """Count FSDP2's storage resizes and name its buffers while the step runs."""
+        import torch.distributed.fsdp._fully_shard._fsdp_param as fsdp_param
+        from torch.distributed.fsdp._fully_shard._fsdp_param_group import FSDPParamGroup
+
+        def resizing(original):
+            def resize(tensor):
+                original(tensor)
+                tracker.resized(tensor)
+            return resize
+
+        def in_category(category, original):
+            @functools.wraps(original)
+            def method(*args, **kwargs):
+                previous, tracker.category = tracker.category, category
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    tracker.category = previous
+            return method
+
+        def post_backward(original):
+            @functools.wraps(original)
+            def method(group, *args, **kwargs):
+                for param in group.fsdp_params:
+                    grad = getattr(param, "_unsharded_param", None)
+                    grad = grad.grad if grad is not None else None
+                    if grad is not None:
+                        tracker.recategorize(grad, "unsharded_gradients")
+                return in_category("gradient_reduce", original)(group, *args, **kwargs)
+            return method
+
+        patches = [
+            (fsdp_param, "alloc_storage", resizing(fsdp_param.alloc_storage)),
+            (fsdp_param, "free_storage", resizing(fsdp_param.free_storage)),
+            (FSDPParamGroup, "unshard", in_category("gathered_parameters", FSDPParamGroup.unshard)),
+            (FSDPParamGroup, "wait_for_unshard", in_category("gathered_parameters", FSDPParamGroup.wait_for_unshard)),
+            (FSDPParamGroup, "post_backward", post_backward(FSDPParamGroup.post_backward)),
+        ]
+        originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+        for owner, name, replacement in patches:
+            setattr(owner, name, replacement)
+        try:
+            yield
+        finally:
+            for owner, name, original in originals:
+                setattr(owner, name, original)
