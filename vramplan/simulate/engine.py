@@ -74,20 +74,21 @@ def simulate(model_spec, gpu_spec, run, *, wrapper=None) -> SimulationResult:
     """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 2 and 3 decoder layers.
 
     `wrapper` (optional) turns the step into one rank's step of a distributed run: its
-    `wrap(hf_model)` runs after the method's preparation (e.g. FSDP2's `fully_shard`) and its
-    `watch(tracker)` context manager is open around the step (`vramplan.simulate.distributed`)."""
+    `wrap(hf_model)` runs after the method's preparation (e.g. FSDP2's `fully_shard`), its
+    `watch(tracker)` context manager is open around the step and its `first_linear_layers` says
+    from how many layers on every phase grows linearly (`vramplan.simulate.distributed`)."""
     started = time.perf_counter()
     dtypes = resolve_dtypes(run, gpu_spec, model_spec)
     _check_supported(model_spec, run, dtypes)
     layers_fn = functools.partial(_simulate_layers, wrapper=wrapper)
     layers = model_spec.num_hidden_layers
-    first = 2  # layer 1 is special (see Scale above): extrapolate from 2 and 3 layers
+    first = 2 if wrapper is None else wrapper.first_linear_layers  # layer 1 is special (see Scale above)
     local = model_spec.sliding_window_layers
     if layers <= first + 1:
         raw, simulated, per_layer = layers_fn(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
     elif 0 < local < layers:  # local and global layers differ (KV cache, masks): one step of each
-        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local, layers_fn)
-        simulated = (2, 3)
+        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local, layers_fn, first)
+        simulated = (first, first + 1)
     else:
         one = layers_fn(model_spec, gpu_spec, run, dtypes, first)
         two = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1)
@@ -100,17 +101,19 @@ def simulate(model_spec, gpu_spec, run, *, wrapper=None) -> SimulationResult:
         layers_simulated=simulated, per_layer_bytes=per_layer, seconds=time.perf_counter() - started)
 
 
-def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int, layers_fn):
-    """Sliding-window and global layers (Gemma-2/3) extrapolated separately: from [local, global]
-    one step of each, x = x(2) + (local - 1) (x(+local) - x(2)) + (global - 1) (x(+global) - x(2)).
+def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int, layers_fn, first: int):
+    """Sliding-window and global layers (Gemma-2/3) extrapolated separately: from `first` layers
+    alternating [local, global, ...] (l0 local and g0 global ones) one step of each,
+    x = x(first) + (local - l0) (x(+local) - x(first)) + (global - g0) (x(+global) - x(first)).
     Two and three layers of the default pattern would all be local for Gemma-3 (5 local : 1 global)."""
-    base_types = ["sliding_attention", "full_attention"]
-    base = layers_fn(model_spec, gpu_spec, run, dtypes, 2, base_types)
-    plus_local = layers_fn(model_spec, gpu_spec, run, dtypes, 3, base_types + ["sliding_attention"])
-    plus_global = layers_fn(model_spec, gpu_spec, run, dtypes, 3, base_types + ["full_attention"])
+    base_types = (["sliding_attention", "full_attention"] * first)[:first]
+    base_local = base_types.count("sliding_attention")
+    base = layers_fn(model_spec, gpu_spec, run, dtypes, first, base_types)
+    plus_local = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1, base_types + ["sliding_attention"])
+    plus_global = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1, base_types + ["full_attention"])
 
     def line(a: int, b: int, c: int) -> int:
-        return a + (local - 1) * (b - a) + (global_ - 1) * (c - a)
+        return a + (local - base_local) * (b - a) + (global_ - (first - base_local)) * (c - a)
 
     peaks = {phase: line(base.phase_peaks[phase], plus_local.phase_peaks[phase], plus_global.phase_peaks[phase])
              for phase in base.phase_peaks}
