@@ -149,10 +149,21 @@ def test_strategies_other_than_fsdp2_are_refused(fields, message):
         simulate_ranks(TINY, GPU, make_run(**RUNS["full"]), make_parallel(**fields))
 
 
-@pytest.mark.parametrize("fields", [dict(method="qlora"), dict(method="inference")])
-def test_methods_it_cannot_run_are_refused(fields):
+def test_inference_is_refused():
     with pytest.raises(InputError, match="method"):
-        simulate_ranks(TINY, GPU, make_run(**fields), fsdp2(2))
+        simulate_ranks(TINY, GPU, make_run(method="inference"), fsdp2(2))
+
+
+def test_qlora_keeps_the_4bit_codes_whole_on_every_rank_and_shards_the_rest():
+    """accelerate 1.16 leaves uint8 Params4bit out of FSDP2 (ignored_params, fsdp_utils.py): the packed
+    codes and their quant state are replicated; LoRA weights, their state and the float rest are sharded."""
+    run = make_run(method="qlora", seq_len=64, gradient_checkpointing=True, lora_rank=8)
+    single = simulate(TINY, GPU, run).phase_categories["optimizer"]
+    sharded = simulate_ranks(TINY, GPU, run, fsdp2(4)).ranks[0].phase_categories["optimizer"]
+    assert sharded["quantized_weights"] == single["quantized_weights"]
+    assert sharded["quant_state"] == single["quant_state"]
+    for name in ("lora_adapters", "optimizer_state", "float_weights"):
+        assert single[name] / 4 <= sharded[name] < single[name] / 4 + single[name] / 8, name
 
 
 def test_ranks_outside_the_world_are_refused():
@@ -180,3 +191,20 @@ def test_a_resized_storage_counts_its_new_size_and_peaks_keep_the_old_one():
     assert tracker.peaks["forward"].bytes == 2048
     assert tracker.phase_categories("forward") == {"gathered_parameters": 2048}
     assert tracker.phase_categories("backward") == {"gathered_parameters": 2048}
+
+
+@pytest.mark.slow
+def test_extrapolated_ranks_of_alternating_attention_layers_equal_a_full_depth_simulation():
+    """Gemma-2 alternates sliding and global layers: one extra layer of each type, from 3 layers."""
+    from vramplan.catalog import get_model
+
+    small_gemma = get_model("gemma-2-2b").model_copy(update=dict(
+        name="small-gemma2", hidden_size=256, intermediate_size=512, num_hidden_layers=6,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=64, vocab_size=1000))
+    run = make_run(seq_len=256, gradient_checkpointing=True)
+    dtypes = resolve_dtypes(run, GPU, small_gemma)
+    extrapolated = simulate_ranks(small_gemma, GPU, run, fsdp2(2)).ranks[0]
+    with fake_process_group(0, 2) as mesh:
+        direct = _simulate_layers(small_gemma, GPU, run, dtypes, 6, wrapper=Fsdp2Wrapper(mesh, run, dtypes))
+    assert extrapolated.phase_peaks == direct.phase_peaks
+    assert extrapolated.phase_categories == direct.phase_categories

@@ -45,7 +45,7 @@ from vramplan.memory.dtypes import resolve_dtypes
 from vramplan.simulate.engine import SimulationResult, simulate
 from vramplan.simulate.hf_build import TORCH_DTYPES, decoder_layers
 
-SUPPORTED_METHODS = ("full", "lora")
+SUPPORTED_METHODS = ("full", "lora", "qlora")
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,9 @@ class Fsdp2Wrapper:
         from torch.distributed.fsdp import fully_shard
 
         kwargs = {"mesh": self.mesh, "mp_policy": self.mixed_precision(), "reshard_after_forward": True}
+        packed = {p for p in hf_model.parameters() if not p.is_floating_point() and not p.requires_grad}
+        if packed:
+            kwargs["ignored_params"] = packed
         for layer in decoder_layers(hf_model):
             fully_shard(layer, **kwargs)
         embed, head = hf_model.get_input_embeddings(), hf_model.get_output_embeddings()
@@ -147,7 +150,7 @@ class Fsdp2Wrapper:
         final_norm = hf_model.model.norm
         tail = [final_norm, embed, head] if tied else [final_norm, head]
         fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
-        fully_shard(hf_model, mesh=self.mesh, mp_policy=kwargs["mp_policy"])
+        fully_shard(hf_model, **{name: value for name, value in kwargs.items() if name != "reshard_after_forward"})
 
     @contextlib.contextmanager
     def watch(self, tracker):
