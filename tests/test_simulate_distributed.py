@@ -99,10 +99,23 @@ def test_one_rank_fsdp2_steps_like_the_single_gpu_simulator_at_the_optimizer(met
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_every_rank_holds_the_same_bytes(method):
+def test_every_rank_holds_the_same_bytes_when_n_divides_every_dimension(method):
     both = ranks(method, 4, (0, 3))
     assert both.ranks[0].phase_peaks == both.ranks[3].phase_peaks
     assert both.ranks[0].phase_categories == both.ranks[3].phase_categories
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_rank_0_is_the_worst_rank_when_n_does_not_divide(method):
+    """3 ranks, vocab 1000 and LoRA rank 8: every rank stores padded shards, but the last rank's
+    optimizer state is built from its shorter (unpadded) local shard."""
+    three = ranks(method, 3, (0, 1, 2))
+    first, middle, last = (three.ranks[k] for k in (0, 1, 2))
+    assert first.phase_categories == middle.phase_categories
+    assert last.phase_categories["optimizer"]["float_weights"] == first.phase_categories["optimizer"]["float_weights"]
+    assert last.phase_categories["optimizer"]["optimizer_state"] < first.phase_categories["optimizer"]["optimizer_state"]
+    assert all(last.phase_peaks[phase] < first.phase_peaks[phase] for phase in first.phase_peaks)
+    assert three.worst_rank is first
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

@@ -62,9 +62,10 @@ class RankSimulation:
 
 
 def simulate_ranks(model_spec, gpu_spec, run, parallel, ranks: tuple[int, ...] = (0,)) -> RankSimulation:
-    """Simulate `ranks` of `run` spread over `parallel` (FSDP2 only). Every rank of an FSDP2 run holds
-    the same bytes (each parameter's shard is padded to ceil(dim 0 / N) rows on every rank,
-    `FSDPParam._init_sharded_param`), so one rank is enough; more are for checking that."""
+    """Simulate `ranks` of `run` spread over `parallel` (FSDP2 only). Rank 0 is the worst rank: every
+    rank stores each parameter's shard padded to ceil(dim 0 / N) rows (`FSDPParam._init_sharded_param`),
+    but the optimizer state is built from the unpadded local shard, which is smaller on the last
+    ranks when N does not divide dim 0. So one rank is enough; more are for checking that."""
     check_supported(model_spec, gpu_spec, run, parallel)
     world = parallel.world_size
     bad = [rank for rank in ranks if not 0 <= rank < world]
@@ -151,6 +152,10 @@ class Fsdp2Wrapper:
         tail = [final_norm, embed, head] if tied else [final_norm, head]
         fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
         fully_shard(hf_model, **{name: value for name, value in kwargs.items() if name != "reshard_after_forward"})
+        # The root's lazy init (normally at the first forward) re-pads a rank's uneven shards when
+        # the local tensor's data_ptr differs from the padded one's (`FSDPParam.reset_sharded_param`):
+        # always on fake tensors (data_ptr 0), never on a GPU. Run it now, before the step is counted.
+        hf_model._get_fsdp_state()._lazy_init()
 
     @contextlib.contextmanager
     def watch(self, tracker):
