@@ -50,10 +50,14 @@ _REGISTRY: list[Component] = [
     Component("logits_loss", "logits + loss", "#FFD8A8", "||", "orchid1"),
     Component("kv_cache", "KV cache", "#56B4E9", "**", "medium_purple1"),
     Component("cublas_workspace", "cuBLAS workspace", "#BBBBBB", "..", "grey62"),
+    Component("gathered_parameters", "gathered parameters (unsharded units in flight)", "#88CCEE", "x.", "cyan"),
+    Component("comm_buckets", "communication buckets (gradient reduce, all-gather)", "#AA4499", "-.", "plum2"),
     Component("allocator_reserve", "allocator reserve (reserved - allocated)", "#E8E8E8", "/", "grey50",
               allocated=False, breakdown_field="allocator_reserve_bytes"),
     Component("cuda_context", "CUDA context (outside PyTorch)", "#999999", "", "grey37",
               allocated=False, breakdown_field="cuda_context_bytes"),
+    Component("nccl_buffers", "NCCL buffers (outside PyTorch)", "#666666", "\\.", "grey30",
+              allocated=False, breakdown_field="nccl_buffers_bytes"),
 ]
 
 

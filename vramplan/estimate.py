@@ -41,23 +41,34 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
     if margin_bytes < 0:
         raise InputError("margin", f"must be zero or more bytes (got {margin_bytes})")
     dtypes = resolve_dtypes(run, gpu, model)
-    terms = phase_terms(model, gpu, run, dtypes)
+    return breakdown_from_terms(model, gpu, run, dtypes, phase_terms(model, gpu, run, dtypes), margin_bytes=margin_bytes)
+
+
+def breakdown_from_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, dtypes, terms: dict, *, margin_bytes: int = 0,
+                         nccl_buffers_bytes: int = 0, trainable_parameters: int | None = None,
+                         paged_bytes: int | None = None, extra_notes: tuple[str, ...] = ()) -> Breakdown:
+    """The Breakdown of one device from its phase terms ({phase: {component: [Term]}}): the peak phase,
+    the verdict (required = peak + reserve + CUDA context + NCCL buffers) and the reasons and notes.
+    `plan` passes one GPU's terms; `vramplan.distributed` passes one rank's."""
     phases = {phase: {name: total(items) for name, items in parts.items()} for phase, parts in terms.items()}
     totals = {name: int(phase_total) for name, phase_total in phase_totals(phases).items()}
     peak_phase = max(totals, key=totals.get)
     peak = totals[peak_phase]
     reserve = int(allocator_reserve_bytes(peak, run.fragmentation))
-    required = required_bytes(peak, run, gpu)
+    required = required_bytes(peak, run, gpu) + nccl_buffers_bytes
     capacity = gpu.capacity_bytes
-    trainable = 0
-    if run.method == "full":
-        trainable = parameters.parameter_count(model)
-    elif run.uses_lora:
-        trainable = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, dtypes.moe_experts))
-    paged = int(paged_optimizer_bytes(model, run, dtypes))
+    if trainable_parameters is None:
+        trainable_parameters = 0
+        if run.method == "full":
+            trainable_parameters = parameters.parameter_count(model)
+        elif run.uses_lora:
+            trainable_parameters = int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank,
+                                                                 dtypes.moe_experts))
+    paged = int(paged_optimizer_bytes(model, run, dtypes)) if paged_bytes is None else paged_bytes
     headroom = capacity - required - margin_bytes
     blocked = blocked_by(gpu, run, dtypes)
     reason = leading_reason(model, gpu, run, dtypes, phases[peak_phase], required, capacity - margin_bytes)
+    notes = (*_notes(model, gpu, run, dtypes, required, paged, capacity), *extra_notes)
     return Breakdown(
         model=model.name,
         gpu=gpu.name,
@@ -65,7 +76,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         compute_dtype=dtypes.compute,
         weight_format=dtypes.weight_format,
         total_parameters=parameters.parameter_count(model),
-        trainable_parameters=trainable,
+        trainable_parameters=trainable_parameters,
         **{name: int(value) for name, value in phases[peak_phase].items()},
         peak_phase=peak_phase,
         terms={name: tuple(as_dict(item) for item in items) for name, items in terms[peak_phase].items()},
@@ -73,6 +84,7 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         peak_allocated_bytes=peak,
         allocator_reserve_bytes=reserve,
         cuda_context_bytes=gpu.cuda_context_bytes,
+        nccl_buffers_bytes=nccl_buffers_bytes,
         paged_optimizer_bytes=paged,
         required_bytes=required,
         capacity_bytes=capacity,
@@ -82,17 +94,22 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
         blocked_by=blocked,
         reason=reason,
         warnings=tuple(_warnings(model, gpu, run, headroom, capacity)),
-        notes=tuple(n for n in _notes(model, gpu, run, dtypes, required, paged, capacity) if n not in reason),
+        notes=tuple(n for n in notes if n not in reason),
         stack=stack_data(run, dtypes.stack),
     )
 
 
-def plan_ranks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 0,
-               host_ram_bytes: int | None = None) -> ClusterPlan:
-    """The plan per rank role plus the host side; on one GPU, rank 0 holds exactly `plan(...)`."""
+def plan_ranks(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, parallel: ParallelConfig | None = None,
+               margin_bytes: int = 0, host_ram_bytes: int | None = None) -> ClusterPlan:
+    """The plan per rank role plus the host side of one node. On one GPU (`parallel` None or
+    `ParallelConfig()`) rank 0 holds exactly `plan(...)`; otherwise `vramplan.distributed.rank_plan`."""
     if host_ram_bytes is not None and host_ram_bytes < 0:
         raise InputError("host_ram", f"must be zero or more bytes (got {host_ram_bytes})")
-    return ClusterPlan.single(plan(model, gpu, run, margin_bytes=margin_bytes), host_ram_bytes=host_ram_bytes)
+    if parallel is None or parallel.is_single:
+        return ClusterPlan.single(plan(model, gpu, run, margin_bytes=margin_bytes), host_ram_bytes=host_ram_bytes)
+    from vramplan.distributed.rank_plan import cluster_plan
+
+    return cluster_plan(model, gpu, run, parallel, margin_bytes=margin_bytes, host_ram_bytes=host_ram_bytes)
 
 
 LOW_HEADROOM_FRACTION = 0.05

@@ -41,7 +41,11 @@ ROUNDING_TEXT = {"512 B blocks": " (each tensor rounded up to 512 B)", "floor": 
 
 def term_arithmetic(item: dict) -> str:
     """A term's factors as the plan multiplied them: `2 tensors x 4,096 elements x 2 B`, and its rounding."""
-    product = " x ".join(f"{_number(value)} {unit}" for unit, value in item["factors"])
+    factors = item["factors"]
+    if item["rounding"] == "shard":  # the whole, then / N ranks
+        whole = " x ".join(f"{_number(value)} {unit}" for unit, value in factors[:-1])
+        return f"{whole} / {_number(factors[-1][1])} {factors[-1][0]} (rounded up)"
+    product = " x ".join(f"{_number(value)} {unit}" for unit, value in factors)
     return product + ROUNDING_TEXT.get(item["rounding"], "")
 
 

@@ -13,6 +13,8 @@ EPILOG = """examples:
   vramplan fit --model 13b --gpu t4
   vramplan fit --model llama-3.1-8b --gpu 3090 --seq 2048 --batch 4
   vramplan fit --model ./my-model/config.json --gpu 24GiB --method lora --json
+  vramplan fit --model llama-3.1-70b --gpu a100-40g --gpus 4 --strategy fsdp --method lora
+  vramplan fit --model 70b --gpu 8xa100-80g --strategy zero3 --offload optimizer --method full --host-ram 1TiB
 exit code: 0 fits, 1 does not fit, 2 bad input"""
 
 
@@ -62,15 +64,25 @@ def add_parser(subparsers) -> None:
                         help="also run one step of the real HF architecture on fake tensors (needs torch + "
                              "transformers; a few seconds) and print its peak and live set beside the plan")
     add_run_arguments(parser)
+    from vramplan.cli.parallel_flags import add_parallel_arguments
+
+    add_parallel_arguments(parser)
 
 
 def specs_from_args(args):
-    """(ModelSpec, GPUSpec, RunConfig) from --model, --gpu and the run flags."""
+    """(ModelSpec, GPUSpec, RunConfig) from --model, --gpu and the run flags. A GPU count prefix
+    (`--gpu 4xa100-40g`) is for commands with the multi-GPU flags (fit); others plan one GPU."""
+    from vramplan.cli.parallel_flags import split_gpu_count
     from vramplan.cli.run_flags import run_config_from_args
+    from vramplan.errors import InputError
     from vramplan.gpus import get_gpu
     from vramplan.resolve import resolve_model
 
-    return resolve_model(args.model), get_gpu(args.gpu), run_config_from_args(args)
+    count, gpu_name = split_gpu_count(args.gpu)
+    if count is not None and not hasattr(args, "strategy"):
+        raise InputError("--gpu", f"{args.gpu}: this command plans one GPU; per-rank plans are "
+                                  f"`vramplan fit --gpu {gpu_name} --gpus {count} --strategy ...`")
+    return resolve_model(args.model), get_gpu(gpu_name), run_config_from_args(args)
 
 
 def plan_from_args(args):
@@ -127,10 +139,14 @@ def render(breakdown) -> str:
 
 
 def run(args) -> int:
+    from vramplan.cli.parallel_flags import parallel_from_args
     from vramplan.estimate import plan
 
     model, gpu, run_config = specs_from_args(args)
     margin_bytes = margin_from_args(args)
+    parallel = parallel_from_args(args)
+    if not parallel.is_single:
+        return run_ranks(args, model, gpu, run_config, parallel, margin_bytes)
     breakdown = plan(model, gpu, run_config, margin_bytes=margin_bytes)
     if args.json and not args.emit:
         simulation = None
@@ -163,3 +179,32 @@ def run(args) -> int:
         print()
         print(advice_text)
     return 0 if breakdown.fits else 1
+
+
+def run_ranks(args, model, gpu, run_config, parallel, margin_bytes: int) -> int:
+    """fit on more than one GPU: the worst rank's table, the per-rank and host tables (or JSON / --emit)."""
+    from vramplan.cli.fit_ranks import render_cluster
+    from vramplan.cli.parallel_flags import host_ram_from_args
+    from vramplan.errors import InputError
+    from vramplan.estimate import plan_ranks
+
+    if args.simulate:
+        raise InputError("--simulate", "simulates one GPU; the per-rank simulator is "
+                                       "benchmarks/distributed_agreement.py (FSDP2 on a fake process group)")
+    host_ram, ram_source = host_ram_from_args(args, parallel)
+    cluster = plan_ranks(model, gpu, run_config, parallel=parallel, margin_bytes=margin_bytes, host_ram_bytes=host_ram)
+    worst = cluster.worst_rank.breakdown
+    code = 0 if cluster.fits else 1
+    if args.json and not args.emit:
+        print(breakdown_json(worst, cluster=cluster))
+        return code
+    if args.emit:
+        from vramplan.emit_parallel import emit_parallel
+
+        print(emit_parallel(args.emit, model, gpu, run_config, parallel, worst), end="")
+        return code
+    print(render_cluster(cluster, parallel, gpu.name, ram_source))
+    print()
+    print(f"worst rank ({cluster.worst_rank.name}):")
+    print(render(worst))
+    return code

@@ -2,7 +2,8 @@
 
 A `Term` is one product: `bytes` = the product of its factors' values, except as its `rounding`
 says: "512 B blocks" - the first factor (a count of tensors) times the product of the rest rounded
-up to whole allocator blocks (`xp.allocation_bytes`); "floor" - the product truncated to an int. The plan sums terms into components and shells render them, so a
+up to whole allocator blocks (`xp.allocation_bytes`); "floor" - the product truncated to an int;
+"shard" - the product of all factors but the last divided by the last (N ranks), rounded up. The plan sums terms into components and shells render them, so a
 printed formula always multiplies out to the printed bytes. Values may be numpy arrays (sweeps);
 then `bytes` is an array too and only scalar plans are rendered.
 """
@@ -15,6 +16,7 @@ from vramplan.memory.xp import ALLOCATOR_BLOCK_BYTES, _is_array, allocation_byte
 
 ALLOCATION = "512 B blocks"
 FLOOR = "floor"
+SHARD = "shard"  # the product of every factor but the last, divided by the last (a shard count), rounded up
 
 
 class Term(NamedTuple):
@@ -41,6 +43,11 @@ def term_bytes(values, rounding: str = ""):
         if type(rest) is int:  # the scalar plan's hot path: skip the array-aware helper
             return values[0] * (-(-max(rest, 1) // ALLOCATOR_BLOCK_BYTES) * ALLOCATOR_BLOCK_BYTES)
         return values[0] * allocation_bytes(rest)
+    if rounding == SHARD:
+        whole = 1
+        for value in values[:-1]:
+            whole = whole * value
+        return -(-whole // values[-1])
     product = 1
     for value in values:
         product = product * value

@@ -45,6 +45,7 @@ class Breakdown(BaseModel):
     peak_allocated_bytes: int
     allocator_reserve_bytes: int
     cuda_context_bytes: int
+    nccl_buffers_bytes: int = 0  # NCCL communicators' buffers (multi-GPU plans; vramplan.distributed.buffers)
     paged_optimizer_bytes: int = 0
     required_bytes: int
     capacity_bytes: int

@@ -41,11 +41,13 @@ class HostMemory(BaseModel):
     `components` holds only what the plan counts; `not_modelled` names the host components
     that exist but are not counted, so `required_bytes` is a lower bound whenever it is
     non-empty, and `fits` says whether the counted bytes fit (None when `host_ram_bytes` is unknown).
+    `terms` holds, per counted component, the terms it sums (`vramplan.memory.terms.as_dict`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     components: dict[str, int] = {}
+    terms: dict[str, tuple[dict, ...]] = {}
     not_modelled: tuple[str, ...] = ()
     host_ram_bytes: int | None = Field(default=None, ge=0)
     """Capacity of the node's RAM, from `--host-ram` or the machine; None when not known."""
@@ -64,8 +66,16 @@ class HostMemory(BaseModel):
         return self
 
     @property
+    def training_bytes(self) -> int:
+        """What the node holds while it trains: every component but the loading spike."""
+        return sum(value for name, value in self.components.items() if name != "loading_spike")
+
+    @property
     def required_bytes(self) -> int:
-        return sum(self.components.values())
+        """The larger of the loading spike and the training-time components: the checkpoint is read
+        (and its CPU copy freed) before the optimizer state is offloaded, as DeepSpeed's own host
+        estimate takes max(4 x params x GPUs per node, 16 x params) (estimate_zero2_model_states_mem_needs)."""
+        return max(self.components.get("loading_spike", 0), self.training_bytes)
 
     @property
     def headroom_bytes(self) -> int | None:
@@ -80,6 +90,7 @@ class HostMemory(BaseModel):
         """JSON-ready data: components, what is not modelled, required, capacity, headroom, fits."""
         return {
             "components": dict(self.components), "not_modelled": list(self.not_modelled),
+            "training_bytes": self.training_bytes,
             "required_bytes": self.required_bytes, "host_ram_bytes": self.host_ram_bytes,
             "headroom_bytes": self.headroom_bytes, "fits": self.fits,
         }

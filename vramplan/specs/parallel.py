@@ -48,8 +48,6 @@ class ParallelConfig(BaseModel):
         default=None, description="data-parallel strategy; None: single on one GPU, ddp on more")
     tensor_parallel: int = Field(default=1, ge=1, le=MAX_GPUS_PER_NODE,
                                  description="tensor-parallel degree T (Megatron-style column/row split), within a node")
-    sequence_parallel: bool = Field(default=False, description="with tensor parallelism: shard the norm/dropout "
-                                                               "activations over T too (Korthikanti et al. 2022)")
     offload: Offload = Field(default="none", description="what lives in host memory: optimizer state, or params "
                                                          "(with gradients and optimizer state)")
     offload_device: OffloadDevice = Field(default="cpu", description="cpu, or nvme (ZeRO-3 only: ZeRO-Infinity)")
@@ -61,10 +59,12 @@ class ParallelConfig(BaseModel):
                                              "(answer.ai fsdp_qlora)")
     limit_all_gathers: bool = Field(default=True, description="FSDP1 rate limiter: at most two all-gathers in flight")
     forward_prefetch: bool = Field(default=False, description="FSDP: all-gather the next unit during this one's forward")
-    backward_prefetch: bool = Field(default=True, description="FSDP: all-gather the next unit during this one's backward")
+    backward_prefetch: bool | None = Field(
+        default=None, description="FSDP: all-gather the next unit during this one's backward; None: the launcher's "
+                                  "default (accelerate 1.16 leaves FSDP1's unset: none; FSDP2 prefetches one)")
     cpu_ram_efficient_loading: bool = Field(
-        default=True, description="only rank 0 loads the checkpoint on the CPU, the others on meta "
-                                  "(accelerate fsdp_cpu_ram_efficient_loading, sync_module_states; DeepSpeed zero.Init)")
+        default=True, description="accelerate fsdp_cpu_ram_efficient_loading (+ sync_module_states): only rank 0 "
+                                  "keeps the checkpoint on the CPU (transformers 4.x; 5.x reads it in every rank first)")
     reduce_bucket_size: BucketSize = Field(default="auto", description="DeepSpeed elements per gradient reduce bucket")
     allgather_bucket_size: int = Field(default=500_000_000, ge=1, le=MAX_BUCKET_ELEMENTS,
                                        description="DeepSpeed ZeRO-1/2 elements per parameter all-gather bucket")
@@ -99,6 +99,14 @@ class ParallelConfig(BaseModel):
             if value != "auto" and (isinstance(value, bool) or not 0 <= value <= MAX_BUCKET_ELEMENTS):
                 raise ValueError(f"{name} must be 'auto' or 0 to {MAX_BUCKET_ELEMENTS:,} elements (got {value})")
         return self
+
+    @property
+    def resolved_backward_prefetch(self) -> bool:
+        """FSDP2 always prefetches the next unit in backward (_fsdp_param_group.py `_backward_prefetch`);
+        FSDP1 under accelerate only when fsdp_backward_prefetch is set (utils/dataclasses.py, 1.16)."""
+        if self.backward_prefetch is not None:
+            return self.backward_prefetch
+        return self.fsdp_version == 2
 
     @property
     def world_size(self) -> int:

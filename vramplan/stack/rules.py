@@ -55,6 +55,20 @@ def default_checkpoint_reentrant(transformers) -> bool:
     return transformers < "5"
 
 
+def fsdp_loads_on_rank0_only(transformers) -> bool:
+    """Whether, with accelerate's fsdp_cpu_ram_efficient_loading, only local rank 0 reads the
+    checkpoint into host RAM while `from_pretrained` runs.
+
+    4.x: yes - `is_fsdp_enabled()` turns on low_cpu_mem_usage and ranks other than local rank 0
+    build the model on meta (modeling_utils.py `from_pretrained`, `is_local_dist_rank_0`, 4.57).
+    5.x: no - every rank loads the full checkpoint onto the CPU and accelerate moves ranks > 0 to
+    meta only when it prepares the FSDP model (seen on 5.24 with ACCELERATE_USE_FSDP=1
+    FSDP_CPU_RAM_EFFICIENT_LOADING=1 under torchrun, docs/research_checks/hf_fsdp_rank_load_check.py
+    on the research branch; 5.0-5.23 assumed alike).
+    """
+    return transformers < "5"
+
+
 def trainer_default_optimizer(transformers, torch) -> str:
     """The HF Trainer's `optim` default: "adamw_torch_fused" with torch >= 2.8 (training_args.py, 5.24;
     PR #37358, merged 2025-07, first in 4.54), else "adamw_torch" (torch's AdamW, foreach)."""

@@ -1,0 +1,179 @@
+"""`cluster_plan`: what every rank of a multi-GPU run holds, phase by phase, and its node's host RAM.
+
+One rank's terms start from the single-GPU terms of the rank's model slice (tensor_parallel.py)
+at the rank's micro batch, planned in the wrapper's precision (DeepSpeed: the 16-bit module,
+deepspeed_states.py). Then, by strategy:
+- the parameter, gradient and optimizer components are divided over the shard group (shares.py),
+  or for ZeRO replaced by DeepSpeed's own model states (deepspeed_states.py);
+- FSDP and ZeRO-3 add the parameters gathered whole while a unit computes (units.py) and drop
+  autocast's weight copies (the gathered parameters are already in the compute dtype);
+- every strategy adds its communication buffers, and NCCL's buffers outside the allocator (buffers.py);
+- offloaded tensors leave the GPU for the host side (host.py).
+Every rank of a data-parallel, FSDP, ZeRO or tensor-parallel group holds the same bytes (shards
+are padded to one size), so the plan has one rank role; rank 0's extra duty is the host's loading
+spike, which the host side counts.
+"""
+from __future__ import annotations
+
+from vramplan.distributed import buffers, deepspeed_states, host, shares, units
+from vramplan.distributed.tensor_parallel import tensor_parallel_slice
+from vramplan.errors import InputError
+from vramplan.memory import lora, parameters
+from vramplan.memory.dtypes import BNB_FORMATS, FLOAT_FORMATS, resolve_dtypes
+from vramplan.memory.plan import base_weight_terms, paged_optimizer_bytes, phase_terms, trainable_groups
+from vramplan.memory.terms import total
+from vramplan.specs import GPUSpec, ModelSpec, RunConfig
+from vramplan.specs.cluster import ClusterPlan, RankPlan
+from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig
+
+_AUTOCAST_COPIES = ("autocast weight copies", "one layer's autocast weight copies")
+_SHARDABLE_QUANTIZED = frozenset({"nf4", "fp4"})
+
+
+def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
+                 margin_bytes: int = 0, host_ram_bytes: int | None = None) -> ClusterPlan:
+    """The per-rank plan and the node's host side of a multi-GPU run (module docstring)."""
+    from vramplan.estimate import breakdown_from_terms
+
+    strategy = parallel.resolved_strategy
+    rank_model = tensor_parallel_slice(model, parallel.tensor_parallel)
+    rank_run = wrapper_run(run, strategy)
+    dtypes = resolve_dtypes(rank_run, gpu, rank_model)
+    check_supported(model, run, parallel, dtypes)
+    phases = phase_terms(rank_model, gpu, rank_run, dtypes)
+    groups = trainable_groups(rank_model, rank_run, rank_run.lora_rank, dtypes.moe_experts)
+    host_per_rank: dict[str, list] = {}
+    sizes = units.unit_sizes(rank_model, rank_run, dtypes, base_weight_terms) if run.trains else None
+
+    if strategy in ZERO_STRATEGIES:
+        phases, host_per_rank = deepspeed_states.rank_model_state_terms(
+            phases, groups, rank_run, parallel, _persistent_split(rank_model, parallel, dtypes.moe_experts), dtypes.compute)
+    else:
+        phases = {phase: {name: shares.sharded_terms(items, shares.component_divisor(name, parallel), _SHARD_SOURCE)
+                          for name, items in comps.items()} for phase, comps in phases.items()}
+        if parallel.offload == "params":
+            phases, host_per_rank = _fsdp_offload(phases)
+    grad_terms = next((comps.get("gradients", []) for phase, comps in phases.items() if phase == "optimizer"), [])
+    gathered = {}
+    if sizes is not None and strategy in FSDP_STRATEGIES:
+        gathered = units.fsdp_gathered_terms(sizes, rank_model, parallel, dtypes)
+    elif sizes is not None and strategy == "zero3":
+        gathered = units.zero3_gathered_terms(sizes, rank_model, parallel, dtypes)
+    comm = buffers.bucket_terms(parallel, rank_model, dtypes, grad_terms, sizes) if run.trains and parallel.data_parallel > 1 else {}
+    for phase, comps in phases.items():
+        if gathered:
+            comps["activations"] = [item for item in comps.get("activations", []) if item.name not in _AUTOCAST_COPIES]
+            comps["gathered_parameters"] = list(gathered.get(phase, []))
+        if comm.get(phase):
+            comps["comm_buckets"] = list(comm[phase])
+    nccl = int(total(buffers.nccl_buffer_terms(parallel, gpu)))
+
+    divisor = shares.component_divisor("optimizer_state", parallel)
+    paged = int(paged_optimizer_bytes(rank_model, rank_run, dtypes)) // max(1, divisor)
+    trainable_per_rank = sum(g.numel * g.count for g in groups) // max(1, divisor)
+    breakdown = breakdown_from_terms(model, gpu, run, dtypes, phases, margin_bytes=margin_bytes, nccl_buffers_bytes=nccl,
+                                     trainable_parameters=_trainable_parameters(model, run, dtypes), paged_bytes=paged,
+                                     extra_notes=tuple(rank_notes(model, run, parallel, dtypes)))
+    host_side = host.host_memory(parallel, model, run, host_per_rank, host_ram_bytes, trainable_per_rank)
+    role = RankPlan(ranks=tuple(range(parallel.world_size)), breakdown=breakdown)
+    return ClusterPlan(strategy=strategy, nodes=parallel.nodes, world_size=parallel.world_size, ranks=(role,),
+                       host=host_side)
+
+
+_SHARD_SOURCE = "vramplan.distributed.shares (strategy table)"
+
+
+def wrapper_run(run: RunConfig, strategy: str) -> RunConfig:
+    """The run as the wrapper trains it. DeepSpeed casts the whole module to the 16-bit compute dtype
+    (runtime/engine.py `_configure_distributed_model`), so under ZeRO full fine-tuning is 'pure' on
+    the module (the fp32 master lives in the optimizer), LoRA weights are 16-bit and k-bit
+    preparation's fp32 casts are undone; torch's wrappers keep the run as given."""
+    if strategy not in ZERO_STRATEGIES:
+        return run
+    update = {"kbit_prep": False}
+    if run.method == "full":
+        update["full_precision"] = "pure"
+    if run.uses_lora:
+        update["lora_dtype"] = run.compute_dtype or "bf16"
+    return run.model_copy(update=update)
+
+
+def check_supported(model, run, parallel: ParallelConfig, dtypes) -> None:
+    """Refuse what the wrappers cannot run, with the way out."""
+    strategy = parallel.resolved_strategy
+    if not run.trains and (strategy in FSDP_STRATEGIES or strategy in ZERO_STRATEGIES):
+        raise InputError("strategy", f"{strategy} shards training state; inference splits a model with "
+                                     "--tensor-parallel (ddp: independent replicas)")
+    shards_weights = strategy in FSDP_STRATEGIES or strategy == "zero3"
+    fmt = dtypes.weight_format
+    if shards_weights and fmt not in FLOAT_FORMATS and fmt not in _SHARDABLE_QUANTIZED:
+        raise InputError("weight_format", f"{strategy} shards float weights and bitsandbytes nf4/fp4 "
+                                          f"(bnb_4bit_quant_storage); a {fmt} base cannot be sharded: use ddp, zero1 or zero2")
+    if parallel.tensor_parallel > 1 and fmt in BNB_FORMATS and run.trains:
+        raise InputError("tensor_parallel", "tensor parallelism with bitsandbytes weights is not supported by "
+                                            "transformers' tp_plan: use a 16-bit base, or FSDP for QLoRA")
+    if parallel.tensor_parallel > 1 and model.is_moe:
+        raise InputError("tensor_parallel", "tensor-parallel MoE experts are not modelled; plan a dense model")
+
+
+def _trainable_parameters(model, run, dtypes) -> int:
+    if run.method == "full":
+        return parameters.parameter_count(model)
+    if run.uses_lora:
+        return int(lora.lora_parameter_count(model, run.lora_targets, run.lora_rank, dtypes.moe_experts))
+    return 0
+
+
+def _persistent_split(model, parallel: ParallelConfig, moe_experts: str):
+    """(whole, partitioned) terms under ZeRO-3's stage3_param_persistence_threshold: a term whose
+    per-tensor `elements` factor is under the threshold stays whole on every rank."""
+    from vramplan.specs.parallel import resolved_bucket
+
+    threshold = resolved_bucket(parallel, "stage3_param_persistence_threshold", model.hidden_size)
+
+    def split(items):
+        whole, partitioned = [], []
+        for item in items:
+            elements = dict(item.factors).get("elements")
+            (whole if elements is not None and elements < threshold else partitioned).append(item)
+        return whole, partitioned
+    return split
+
+
+def _fsdp_offload(phases: dict) -> tuple[dict, dict]:
+    """CPUOffload(offload_params=True): parameter shards, gradient shards and the optimizer (its state
+    and step) live in host memory; the GPU keeps what is gathered and computed."""
+    moved_params = shares.PARAMETER_COMPONENTS
+    moved_state = ("gradients", *shares.OPTIMIZER_COMPONENTS)
+    reference = phases.get("optimizer") or next(iter(phases.values()))
+    host_per_rank = {"offloaded_parameters": [item for name in moved_params for item in reference.get(name, [])],
+                     "offloaded_optimizer_state": [item for name in ("gradients", "optimizer_state")
+                                                   for item in reference.get(name, [])]}
+    out = {}
+    for phase, comps in phases.items():
+        out[phase] = {name: ([] if name in moved_params or name in moved_state else items) for name, items in comps.items()}
+    return out, host_per_rank
+
+
+def rank_notes(model, run, parallel: ParallelConfig, dtypes):
+    """What the per-rank plan assumed, in the words a user checks against their launcher."""
+    strategy = parallel.resolved_strategy
+    if strategy in FSDP_STRATEGIES:
+        yield (f"FSDP{parallel.fsdp_version} over {parallel.shard_count} ranks, one unit per decoder layer "
+               f"(mixed precision: parameters gathered in {dtypes.compute}), backward prefetch "
+               f"{'on' if parallel.resolved_backward_prefetch else 'off'}")
+        if run.uses_lora and parallel.fsdp_version == 1 and parallel.fsdp_wrap == "decoder-layer":
+            yield ("FSDP1 flattens a unit into one tensor of one dtype and requires_grad: LoRA layers need their own "
+                   "units (--fsdp-wrap decoder-layer+lora, peft's fsdp_auto_wrap_policy) or use_orig_params")
+    if strategy in ZERO_STRATEGIES:
+        yield (f"DeepSpeed ZeRO-{strategy[-1]} over {parallel.shard_count} ranks: the module in {dtypes.compute}, "
+               "fp32 master weights and optimizer state partitioned")
+    if dtypes.weight_format in _SHARDABLE_QUANTIZED and (strategy in FSDP_STRATEGIES or strategy == "zero3"):
+        yield ("4-bit codes sharded as bnb_4bit_quant_storage=" + dtypes.compute +
+               "; the quantization state (absmax) stays whole on every rank")
+    if parallel.tensor_parallel > 1:
+        yield (f"tensor parallel over {parallel.tensor_parallel} GPUs: heads, MLP and vocabulary split, norms and the "
+               "residual stream whole (Korthikanti et al. 2022, no sequence parallelism)")
+    if parallel.data_parallel > 1 and run.trains:
+        yield (f"each of the {parallel.data_parallel} data-parallel ranks runs micro batch {run.micro_batch_size}: "
+               f"global batch {run.micro_batch_size * run.grad_accum_steps * parallel.data_parallel}")

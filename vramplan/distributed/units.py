@@ -1,0 +1,156 @@
+"""Parameters gathered whole while a rank computes: FSDP units and ZeRO-3 modules in flight.
+
+Sizes per unit come from the single-GPU parameter groups of a 1- and a 2-layer copy of the
+model: a decoder layer is the difference, the root (embeddings, lm_head, final norm) the rest.
+Gathered parameters are in the wrapper's compute dtype (FSDP MixedPrecision / MixedPrecisionPolicy
+param_dtype, DeepSpeed's 16-bit module); 4-bit codes stay packed (`bnb_4bit_quant_storage`) and
+the quantization state is not gathered (shares.py: it is whole on every rank already).
+
+FSDP (FULL_SHARD, fully_shard), per phase of the step:
+- forward: the root unit - a root is not resharded after forward (FSDP2 `fully_shard`
+  reshard_after_forward None: "False for root modules"; FSDP1 likewise keeps the root) - plus the
+  units in flight while a decoder layer computes, counted at the last layer beside the whole
+  forward's activations (an upper bound: the moment before the loss holds fewer):
+  FSDP2 the layer's unsharded parameters and two flat all-gather outputs (its own and the previous
+  one, kept "to allow for overlap of this copy-out with next all-gather",
+  _fsdp_param_group.py:483-489); FSDP1 the layer's unsharded flat parameter, and the next one with
+  `forward_prefetch`; FSDP1 without `limit_all_gathers` every layer (the CPU may issue every
+  all-gather ahead of compute; the rate limiter caps them at two, _limiter_utils.py).
+- loss_backward: the root unit.
+- layer_backward: the root, the layer in backward, the next one when backward prefetch is on (FSDP1
+  BACKWARD_PRE when accelerate's fsdp_backward_prefetch sets it; FSDP2 always: its flat all-gather
+  output until that layer's own copy-out), and the layer's unsharded gradients of its
+  trainable parameters in the compute dtype, before the reduce-scatter.
+- backward_end: the root and its unsharded gradients (embedding, lm_head when trained).
+- optimizer: nothing gathered.
+SHARD_GRAD_OP keeps every layer unsharded from its forward to its backward: forward,
+loss_backward and layer_backward hold the root and all L layers.
+
+ZeRO-3 gathers module by module (deepspeed/runtime/zero/partitioned_param_coordinator.py): while
+computing, the largest module's 16-bit parameters and, when it trains, their 16-bit gradients
+(DeepSpeed's `4 x largest_layer_params` in estimate_zero3_model_states_mem_needs, stage3.py), plus
+the prefetch bucket (stage3_prefetch_bucket_size elements, at most stage3_max_live_parameters
+alive in all).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vramplan.memory import lora, parameters
+from vramplan.memory.dtypes import DTYPE_BYTES
+from vramplan.memory.terms import term, total
+from vramplan.specs.parallel import ParallelConfig, resolved_bucket
+
+_SOURCE_FSDP = "torch/distributed/fsdp (FSDP1 _runtime_utils.py, FSDP2 _fully_shard/_fsdp_param_group.py), torch 2.13"
+_SOURCE_ZERO3 = "deepspeed/runtime/zero/stage3.py, partitioned_param_coordinator.py (0.19.8)"
+
+
+@dataclass(frozen=True)
+class UnitSizes:
+    """Bytes of one decoder layer and of the root when gathered, and their trainable elements."""
+
+    layer_bytes: int
+    root_bytes: int
+    layer_trainable: int
+    root_trainable: int
+    largest_module: int  # elements of the largest single module (DeepSpeed's largest_layer_params)
+    largest_trainable: int  # elements of it that train
+
+
+def _layers(model, count: int):
+    return model.model_copy(update={"num_hidden_layers": count, "checkpoint_parameters": 0})
+
+
+def _split(model, measure) -> tuple[int, int]:
+    """(per decoder layer, root) of `measure(model)`, from the 1- and 2-layer copies."""
+    one, two = measure(_layers(model, 1)), measure(_layers(model, 2))
+    return two - one, 2 * one - two
+
+
+def unit_sizes(model, run, dtypes, base_weight_terms) -> UnitSizes:
+    """Gathered bytes and trainable elements of a decoder layer and of the root (module docstring)."""
+    gather = DTYPE_BYTES[dtypes.compute]
+    moe = dtypes.moe_experts
+
+    def float_elements(m):
+        groups = parameters.unquantized_groups(m, moe) if dtypes.base_quantized else parameters.all_parameter_groups(m, moe)
+        return parameters.count_elements(groups)
+
+    def lora_elements(m):
+        return int(lora.lora_parameter_count(m, run.lora_targets, run.lora_rank, moe)) if run.uses_lora else 0
+
+    def gathered(m):
+        codes = total(base_weight_terms(m, run, dtypes)["quantized_weights"]) if dtypes.base_quantized else 0
+        return int(codes) + (float_elements(m) + lora_elements(m)) * gather
+
+    def trainable(m):
+        if run.method == "full":
+            return parameters.count_elements(parameters.all_parameter_groups(m, moe))
+        return lora_elements(m)
+
+    layer_bytes, root_bytes = _split(model, gathered)
+    layer_trainable, root_trainable = _split(model, trainable)
+    modules = [lin.out_features * lin.in_features for lin in model.layer_linears(moe)]
+    embedding = model.vocab_size * model.hidden_size
+    largest = max([embedding, *modules])
+    largest_trainable = largest if run.method == "full" else 0
+    return UnitSizes(layer_bytes, root_bytes, layer_trainable, root_trainable, largest, largest_trainable)
+
+
+def fsdp_gathered_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtypes) -> dict[str, list]:
+    """{phase: [Term]} of FSDP's unsharded units in flight (module docstring)."""
+    if parallel.shard_count == 1:
+        return {}
+    grad_bytes = DTYPE_BYTES[dtypes.compute]
+    root = term("root unit (embeddings, final norm, lm_head), unsharded", "B", (("B", sizes.root_bytes),), _SOURCE_FSDP)
+    layers_held = 1 + (1 if parallel.resolved_backward_prefetch else 0)
+    in_backward = term("decoder-layer units unsharded in backward", "units x B/unit",
+                       (("units", layers_held), ("B/unit", sizes.layer_bytes)), _SOURCE_FSDP)
+    layer_grads = [term("the layer's unsharded gradients before reduce-scatter", "elements x C",
+                        (("elements", sizes.layer_trainable), ("C", grad_bytes)), _SOURCE_FSDP)] \
+        if sizes.layer_trainable else []
+    root_grads = [term("the root's unsharded gradients before reduce-scatter", "elements x C",
+                       (("elements", sizes.root_trainable), ("C", grad_bytes)), _SOURCE_FSDP)] \
+        if sizes.root_trainable else []
+    every = term("every decoder layer, unsharded", "layers x B/unit",
+                 (("layers", model.num_hidden_layers), ("B/unit", sizes.layer_bytes)), _SOURCE_FSDP)
+    if parallel.resolved_strategy == "fsdp-grad-op":
+        every = every._replace(name="every decoder layer, unsharded until its backward (SHARD_GRAD_OP)")
+        return {"forward": [root, every], "loss_backward": [root, every], "layer_backward": [root, every, *layer_grads],
+                "backward_end": [root, *root_grads], "optimizer": [], "generate": []}
+    if parallel.fsdp_version == 2:
+        in_forward = term("a layer's unsharded parameters and two flat all-gather outputs (FSDP2)", "units x B/unit",
+                          (("units", 3), ("B/unit", sizes.layer_bytes)), _SOURCE_FSDP)
+    elif not parallel.limit_all_gathers:
+        in_forward = every._replace(name="every decoder layer's all-gather issued ahead (no rate limiter: upper bound)")
+    else:
+        in_forward = term("decoder-layer units unsharded in forward", "units x B/unit",
+                          (("units", 1 + (1 if parallel.forward_prefetch else 0)), ("B/unit", sizes.layer_bytes)),
+                          _SOURCE_FSDP)
+    return {"forward": [root, in_forward], "loss_backward": [root], "layer_backward": [root, in_backward, *layer_grads],
+            "backward_end": [root, *root_grads], "optimizer": [], "generate": []}
+
+
+def zero3_gathered_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtypes) -> dict[str, list]:
+    """{phase: [Term]} of ZeRO-3's gathered modules and prefetch bucket (module docstring)."""
+    half = DTYPE_BYTES[dtypes.compute]
+    prefetch = resolved_bucket(parallel, "stage3_prefetch_bucket_size", model.hidden_size)
+    live_left = max(0, parallel.stage3_max_live_parameters - sizes.largest_module)
+    prefetch = min(prefetch, live_left)
+    working = [term("largest module's 16-bit parameters, gathered", "elements x 16-bit",
+                    (("elements", sizes.largest_module), ("B", half)), _SOURCE_ZERO3)]
+    if sizes.largest_trainable:
+        working.append(term("largest module's 16-bit gradients", "elements x 16-bit",
+                            (("elements", sizes.largest_trainable), ("B", half)), _SOURCE_ZERO3))
+    if prefetch:
+        working.append(term("prefetch bucket (stage3_prefetch_bucket_size, within max_live_parameters)",
+                            "elements x 16-bit", (("elements", prefetch), ("B", half)), _SOURCE_ZERO3))
+    return {"forward": working, "loss_backward": working, "layer_backward": working, "backward_end": working,
+            "optimizer": [], "generate": []}
+
+
+def persistent_elements(model, parallel: ParallelConfig, moe_experts: str) -> int:
+    """ZeRO-3 keeps every parameter with fewer than stage3_param_persistence_threshold elements whole
+    on every rank (deepspeed/runtime/zero/parameter_offload.py, `persistent_parameters`)."""
+    threshold = resolved_bucket(parallel, "stage3_param_persistence_threshold", model.hidden_size)
+    return sum(g.numel * g.count for g in parameters.all_parameter_groups(model, moe_experts) if g.numel < threshold)
