@@ -46,6 +46,10 @@ from vramplan.simulate.engine import SimulationResult, simulate
 from vramplan.simulate.hf_build import TORCH_DTYPES, decoder_layers
 
 SUPPORTED_METHODS = ("full", "lora", "qlora")
+WRAP_POLICIES = ("accelerate", "layers-and-root")
+"""accelerate: accelerate 1.16's units (layers, the embedding, the [norm, lm_head] tail, the root);
+layers-and-root: `fully_shard` on every decoder layer and then the model (the root keeps the
+embeddings, final norm and lm_head, unsharded from forward to the end of backward)."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,8 @@ class RankSimulation:
         return max(self.ranks.values(), key=lambda result: result.peak_bytes)
 
 
-def simulate_ranks(model_spec, gpu_spec, run, parallel, ranks: tuple[int, ...] = (0,)) -> RankSimulation:
+def simulate_ranks(model_spec, gpu_spec, run, parallel, ranks: tuple[int, ...] = (0,),
+                   wrap_policy: str = "accelerate") -> RankSimulation:
     """Simulate `ranks` of `run` spread over `parallel` (FSDP2 only). Rank 0 is the worst rank: every
     rank stores each parameter's shard padded to ceil(dim 0 / N) rows (`FSDPParam._init_sharded_param`),
     but the optimizer state is built from the unpadded local shard, which is smaller on the last
@@ -74,8 +79,8 @@ def simulate_ranks(model_spec, gpu_spec, run, parallel, ranks: tuple[int, ...] =
     results = {}
     for rank in ranks:
         with fake_process_group(rank, world) as mesh:
-            results[rank] = simulate(model_spec, gpu_spec, run, wrapper=Fsdp2Wrapper(mesh, run, resolve_dtypes(
-                run, gpu_spec, model_spec)))
+            wrapper = Fsdp2Wrapper(mesh, run, resolve_dtypes(run, gpu_spec, model_spec), wrap_policy)
+            results[rank] = simulate(model_spec, gpu_spec, run, wrapper=wrapper)
     return RankSimulation(strategy=parallel.resolved_strategy, world_size=world, ranks=results)
 
 
@@ -122,7 +127,10 @@ class Fsdp2Wrapper:
     # then +2.82 MB per layer), so the engine extrapolates from 3 and 4 layers.
     first_linear_layers = 3
 
-    def __init__(self, mesh, run, dtypes):
+    def __init__(self, mesh, run, dtypes, wrap_policy: str = "accelerate"):
+        if wrap_policy not in WRAP_POLICIES:
+            raise InputError("wrap_policy", f"one of {', '.join(WRAP_POLICIES)} (got {wrap_policy})")
+        self.wrap_policy = wrap_policy
         self.mesh = mesh
         self.run = run
         self.dtypes = dtypes
@@ -144,13 +152,14 @@ class Fsdp2Wrapper:
             kwargs["ignored_params"] = packed
         for layer in decoder_layers(hf_model):
             fully_shard(layer, **kwargs)
-        embed, head = hf_model.get_input_embeddings(), hf_model.get_output_embeddings()
-        tied = embed.weight is head.weight
-        if not tied:
-            fully_shard(embed, **kwargs)
-        final_norm = hf_model.model.norm
-        tail = [final_norm, embed, head] if tied else [final_norm, head]
-        fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
+        if self.wrap_policy == "accelerate":
+            embed, head = hf_model.get_input_embeddings(), hf_model.get_output_embeddings()
+            tied = embed.weight is head.weight
+            if not tied:
+                fully_shard(embed, **kwargs)
+            final_norm = hf_model.model.norm
+            tail = [final_norm, embed, head] if tied else [final_norm, head]
+            fully_shard(tail, **{**kwargs, "reshard_after_forward": False})
         fully_shard(hf_model, **{name: value for name, value in kwargs.items() if name != "reshard_after_forward"})
         # The root's lazy init (normally at the first forward) re-pads a rank's uneven shards when
         # the local tensor's data_ptr differs from the padded one's (`FSDPParam.reset_sharded_param`):
