@@ -28,7 +28,7 @@ PHASES = ("forward", "loss_backward", "layer_backward", "optimizer")
 TARGET = 0.03
 
 
-def point(job: tuple[str, str, int]) -> dict:
+def point(job: tuple[str, str, int, str]) -> dict:
     """One (model, method, N): simulated and analytic peak per simulated phase, and the categories."""
     from vramplan.catalog import get_model
     from vramplan.estimate import make_parallel, make_run, plan_ranks
@@ -36,11 +36,11 @@ def point(job: tuple[str, str, int]) -> dict:
     from vramplan.phases import ANALYTIC_PHASES_OF_SIMULATED
     from vramplan.simulate.distributed import simulate_ranks
 
-    name, method, gpus = job
+    name, method, gpus, wrap = job
     model, gpu, run = get_model(name), get_gpu("h200"), make_run(**METHODS[method], **SIZE)
     parallel = make_parallel(gpus=gpus, strategy="fsdp", fsdp_version=2)
     started = time.perf_counter()
-    simulated = simulate_ranks(model, gpu, run, parallel).worst_rank
+    simulated = simulate_ranks(model, gpu, run, parallel, wrap_policy=wrap).worst_rank
     seconds = time.perf_counter() - started
     breakdown = plan_ranks(model, gpu, run, parallel=parallel).worst_rank.breakdown
     analytic = {phase: max(breakdown.phase_peaks[a] for a in ANALYTIC_PHASES_OF_SIMULATED[phase]
@@ -48,7 +48,7 @@ def point(job: tuple[str, str, int]) -> dict:
     return {"model": name, "method": method, "gpus": gpus, "seconds": seconds,
             "simulated": dict(simulated.phase_peaks), "analytic": analytic,
             "simulated_categories": simulated.phase_categories, "analytic_peak_phase": breakdown.peak_phase,
-            "analytic_components": breakdown.components()}
+            "analytic_components": dict(breakdown.component_bytes)}
 
 
 def relative_errors(row: dict) -> dict[str, float]:
@@ -72,7 +72,8 @@ def distinct_dense_models() -> list[str]:
 
 
 def explain(row: dict) -> str:
-    """Category gaps (analytic - simulated, MiB) at the analytic peak phase's simulated counterpart."""
+    """Category gaps (analytic - simulated, MiB) at the analytic peak phase's simulated counterpart
+    (the Breakdown names its allocated components at its peak phase only)."""
     from vramplan.phases import SIMULATED_PHASE
 
     phase = SIMULATED_PHASE[row["analytic_peak_phase"]]
@@ -81,7 +82,7 @@ def explain(row: dict) -> str:
     names = sorted(set(simulated) | set(analytic))
     gaps = {n: analytic.get(n, 0) - simulated.get(n, 0) for n in names}
     parts = [f"{n} {g / 2**20:+.1f}" for n, g in sorted(gaps.items(), key=lambda item: -abs(item[1])) if g]
-    return f"    {phase}: " + (", ".join(parts) or "equal") + " MiB"
+    return f"    at {row['analytic_peak_phase']} ({phase}): " + (", ".join(parts) or "equal") + " MiB"
 
 
 def main() -> int:
@@ -89,6 +90,8 @@ def main() -> int:
     parser.add_argument("--models", help="comma-separated catalog names (default: every distinct dense model)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: full, lora")
     parser.add_argument("--gpus", default="2,4,8", help="comma-separated GPU counts N")
+    parser.add_argument("--wrap", default="accelerate", choices=("accelerate", "layers-and-root"),
+                        help="the simulated FSDP2 units: accelerate 1.16's (default) or every layer and the root")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--explain", action="store_true", help="print category gaps for points over the target")
     args = parser.parse_args()
@@ -96,11 +99,11 @@ def main() -> int:
     names = args.models.split(",") if args.models else distinct_dense_models()
     methods = args.methods.split(",")
     counts = [int(n) for n in args.gpus.split(",")]
-    jobs = [(name, method, n) for name in names for method in methods for n in counts]
+    jobs = [(name, method, n, args.wrap) for name in names for method in methods for n in counts]
     start = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(point, jobs))
-    print(f"{len(names)} models x {len(methods)} methods x {len(counts)} GPU counts = {len(rows)} points "
+    print(f"FSDP2 units: {args.wrap}; {len(names)} models x {len(methods)} methods x {len(counts)} GPU counts = {len(rows)} points "
           f"in {time.perf_counter() - start:.0f} s (simulation {sum(r['seconds'] for r in rows):.0f} s)")
     header = f"{'model':<24} {'method':<6} {'N':>2} " + " ".join(f"{p:>14}" for p in PHASES) + f" {'max':>8}"
     print(header)

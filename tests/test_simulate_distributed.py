@@ -13,7 +13,7 @@ from vramplan.gpus import get_gpu  # noqa: E402
 from vramplan.memory.dtypes import resolve_dtypes  # noqa: E402
 from vramplan.simulate import simulate  # noqa: E402
 from vramplan.simulate.distributed import Fsdp2Wrapper, fake_process_group, simulate_ranks  # noqa: E402
-from vramplan.simulate.engine import _simulate_layers  # noqa: E402
+from vramplan.simulate.engine import _fold_positions, _simulate_layers  # noqa: E402
 from vramplan.simulate.tracker import AllocationTracker, cuda_block_bytes  # noqa: E402
 from vramplan.specs import ModelSpec  # noqa: E402
 
@@ -144,7 +144,7 @@ def test_extrapolated_ranks_equal_a_full_depth_fsdp2_simulation(method):
     dtypes = resolve_dtypes(run, GPU, six)
     extrapolated = simulate_ranks(six, GPU, run, fsdp2(4)).ranks[0]
     with fake_process_group(0, 4) as mesh:
-        direct = _simulate_layers(six, GPU, run, dtypes, 6, wrapper=Fsdp2Wrapper(mesh, run, dtypes))
+        direct, _ = _fold_positions(_simulate_layers(six, GPU, run, dtypes, 6, wrapper=Fsdp2Wrapper(mesh, run, dtypes)), {})
     assert extrapolated.layers_simulated == (3, 4)
     assert extrapolated.phase_peaks == direct.phase_peaks
     assert extrapolated.phase_categories == direct.phase_categories
@@ -218,6 +218,24 @@ def test_extrapolated_ranks_of_alternating_attention_layers_equal_a_full_depth_s
     dtypes = resolve_dtypes(run, GPU, small_gemma)
     extrapolated = simulate_ranks(small_gemma, GPU, run, fsdp2(2)).ranks[0]
     with fake_process_group(0, 2) as mesh:
-        direct = _simulate_layers(small_gemma, GPU, run, dtypes, 6, wrapper=Fsdp2Wrapper(mesh, run, dtypes))
+        direct, _ = _fold_positions(
+            _simulate_layers(small_gemma, GPU, run, dtypes, 6, wrapper=Fsdp2Wrapper(mesh, run, dtypes)), {})
     assert extrapolated.phase_peaks == direct.phase_peaks
     assert extrapolated.phase_categories == direct.phase_categories
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("wrap_policy", ["accelerate", "layers-and-root"])
+def test_extrapolation_follows_the_moment_that_peaks_at_full_depth(wrap_policy):
+    """Llama-2 7B LoRA on 4 ranks: with one root unit the forward peaks at layer 1's copy-out at 3 and
+    4 layers but at the last layer at 32; extrapolating each moment alone matches all 32 layers."""
+    from vramplan.catalog import get_model
+
+    model = get_model("llama-2-7b")
+    run = make_run(method="lora", seq_len=1024, gradient_checkpointing=True, lora_rank=16)
+    dtypes = resolve_dtypes(run, get_gpu("h200"), model)
+    extrapolated = simulate_ranks(model, get_gpu("h200"), run, fsdp2(4), wrap_policy=wrap_policy).ranks[0]
+    with fake_process_group(0, 4) as mesh:
+        wrapper = Fsdp2Wrapper(mesh, run, dtypes, wrap_policy)
+        direct, _ = _fold_positions(_simulate_layers(model, get_gpu("h200"), run, dtypes, 32, wrapper=wrapper), {})
+    assert extrapolated.phase_peaks == direct.phase_peaks

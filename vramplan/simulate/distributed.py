@@ -103,6 +103,58 @@ def check_supported(model_spec, gpu_spec, run, parallel) -> None:
 
 
 @contextlib.contextmanager
+def layer_positions(tracker, hf_model):
+    """Split forward and layer_backward at every decoder layer into `phase@first`, `@middle`,
+    `@last` (and `forward@head` from the final norm on): the engine extrapolates each part on its
+    own and a phase's peak is the largest part's (`engine._fold_positions`).
+
+    Why: under FSDP2 a phase's peak moves with depth. In forward, layer 1's copy-out holds the
+    previous unit's flat all-gather output beside its own (2 x root + 2 x layer under one root
+    unit), a later layer three layer-sized buffers beside the checkpoints stored so far: at 3 and 4
+    layers the first moment is the larger, at 32 the last (Llama-2 7B, 4 ranks), and one line
+    through 3 and 4 layers would follow the wrong moment. Each moment alone is linear in depth.
+    A layer's backward starts when its output's gradient exists (a tensor hook, as the engine
+    finds the start of layer_backward); recomputation under checkpointing does not move phases."""
+    layers = list(decoder_layers(hf_model))
+    last = len(layers) - 1
+
+    def position(index: int) -> str:
+        return "first" if index == 0 else ("last" if index == last else "middle")
+
+    def in_forward() -> bool:
+        return tracker.phase is not None and tracker.phase.startswith("forward")
+
+    def entering(index: int):
+        def hook(module, args):
+            if in_forward():
+                tracker.start_phase(f"forward@{position(index)}")
+        return hook
+
+    def leaving(index: int):
+        def hook(module, args, output):
+            if not in_forward():
+                return
+            hidden = output[0] if isinstance(output, tuple) else output
+            if hidden.requires_grad:
+                hidden.register_hook(lambda grad: tracker.start_phase(f"layer_backward@{position(index)}"))
+        return hook
+
+    def head(module, args):
+        if in_forward():
+            tracker.start_phase("forward@head")
+
+    handles = [hf_model.model.norm.register_forward_pre_hook(head)]
+    for index, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(entering(index)))
+        handles.append(layer.register_forward_hook(leaving(index)))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextlib.contextmanager
 def fake_process_group(rank: int, world_size: int):
     """torch.distributed initialised as `rank` of `world_size` on the fake backend; yields a 1-D cpu mesh."""
     import torch.distributed as dist
@@ -165,6 +217,7 @@ class Fsdp2Wrapper:
         # the local tensor's data_ptr differs from the padded one's (`FSDPParam.reset_sharded_param`):
         # always on fake tensors (data_ptr 0), never on a GPU. Run it now, before the step is counted.
         hf_model._get_fsdp_state()._lazy_init()
+        self.hf_model = hf_model
 
     @contextlib.contextmanager
     def watch(self, tracker):
@@ -210,7 +263,8 @@ class Fsdp2Wrapper:
         for owner, name, replacement in patches:
             setattr(owner, name, replacement)
         try:
-            yield
+            with layer_positions(tracker, self.hf_model):
+                yield
         finally:
             for owner, name, original in originals:
                 setattr(owner, name, original)

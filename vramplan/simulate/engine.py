@@ -94,6 +94,7 @@ def simulate(model_spec, gpu_spec, run, *, wrapper=None) -> SimulationResult:
         two = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1)
         raw, simulated = _extrapolate(one, two, layers, first), (first, first + 1)
         per_layer = {phase: two.phase_peaks[phase] - one.phase_peaks[phase] for phase in one.phase_peaks}
+    raw, per_layer = _fold_positions(raw, per_layer)
     peak_phase = max(raw.phase_peaks, key=raw.phase_peaks.get)
     return SimulationResult(
         model=model_spec.name, gpu=gpu_spec.name, peak_bytes=raw.phase_peaks[peak_phase], peak_phase=peak_phase,
@@ -124,6 +125,22 @@ def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global
                                         plus_global.phase_categories[phase].get(name, 0)) for name in sorted(names)}
     per_layer = {phase: plus_local.phase_peaks[phase] - base.phase_peaks[phase] for phase in base.phase_peaks}
     return _Raw(peaks, categories, line(base.paged, plus_local.paged, plus_global.paged)), per_layer
+
+
+def _fold_positions(raw: _Raw, per_layer: dict[str, int]) -> tuple[_Raw, dict[str, int]]:
+    """Parts of a phase (`phase@position`, a wrapper's split: `distributed.layer_positions`) folded
+    into the phase: its peak is the largest part's, with that part's live set. Extrapolated part by
+    part before this, since each part, not their maximum, grows linearly with depth."""
+    if not any("@" in phase for phase in raw.phase_peaks):
+        return raw, per_layer
+    peaks, categories, slopes = {}, {}, {}
+    for part, peak in raw.phase_peaks.items():
+        phase = part.split("@")[0]
+        if phase not in peaks or peak > peaks[phase]:
+            peaks[phase], categories[phase] = peak, raw.phase_categories[part]
+            if part in per_layer:
+                slopes[phase] = per_layer[part]
+    return _Raw(peaks, categories, raw.paged), slopes
 
 
 def _extrapolate(one: _Raw, two: _Raw, layers: int, first: int = 1) -> _Raw:
