@@ -241,23 +241,28 @@ class Fsdp2Wrapper:
                     tracker.category = previous
             return method
 
-        def post_backward(original):
+        def gathering(original):
+            """Name every unsharded parameter's gradient when autograd stores it (its unit's
+            reduce-scatter frees it; the tied embedding's is stored once and accumulated into)."""
             @functools.wraps(original)
             def method(group, *args, **kwargs):
-                for param in group.fsdp_params:
-                    grad = getattr(param, "_unsharded_param", None)
-                    grad = grad.grad if grad is not None else None
-                    if grad is not None:
-                        tracker.recategorize(grad, "unsharded_gradients")
-                return in_category("gradient_reduce", original)(group, *args, **kwargs)
+                result = in_category("gathered_parameters", original)(group, *args, **kwargs)
+                for fsdp_param in group.fsdp_params:
+                    unsharded = getattr(fsdp_param, "_unsharded_param", None)
+                    if unsharded is not None and unsharded.requires_grad and unsharded not in named_grads:
+                        named_grads.add(unsharded)
+                        unsharded.register_post_accumulate_grad_hook(
+                            lambda param: tracker.recategorize(param.grad, "unsharded_gradients"))
+                return result
             return method
 
+        named_grads = set()
         patches = [
             (fsdp_param, "alloc_storage", resizing(fsdp_param.alloc_storage)),
             (fsdp_param, "free_storage", resizing(fsdp_param.free_storage)),
             (FSDPParamGroup, "unshard", in_category("gathered_parameters", FSDPParamGroup.unshard)),
-            (FSDPParamGroup, "wait_for_unshard", in_category("gathered_parameters", FSDPParamGroup.wait_for_unshard)),
-            (FSDPParamGroup, "post_backward", post_backward(FSDPParamGroup.post_backward)),
+            (FSDPParamGroup, "wait_for_unshard", gathering(FSDPParamGroup.wait_for_unshard)),
+            (FSDPParamGroup, "post_backward", in_category("gradient_reduce", FSDPParamGroup.post_backward)),
         ]
         originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
         for owner, name, replacement in patches:
