@@ -24,13 +24,19 @@ accelerate's `set_mixed_precision` (utils/dataclasses.py, FullyShardedDataParall
 `MixedPrecisionPolicy(param_dtype=compute, reduce_dtype=compute)`: parameters are all-gathered
 and gradients reduce-scattered in bf16/fp16, and the fp32 trainable parameters (accelerate
 upcasts them: "Upcast to fp32 master weights") keep fp32 shards and fp32 sharded gradients.
-LoRA on a 16-bit base: the frozen base is sharded with the layer's LoRA weights in the same unit.
+(accelerate 1.16 sets reduce_dtype = param_dtype, not fp32.) The run's dtypes already give fp32
+trainable weights (full fine-tuning's master weights, peft's fp32 adapters), as accelerate's upcast
+does. LoRA on a 16-bit base: the frozen base is sharded with the layer's LoRA weights in the same
+unit. QLoRA: accelerate leaves the uint8 4-bit codes out of FSDP2 (`ignored_params`, "non-floating
+frozen Params4bit"), so they and their quantization state stay whole on every rank and only the
+LoRA weights and the float rest are sharded; the bnb_4bit_quant_storage=bf16 variant that shards
+the codes is not simulated.
 
-Categories (beside the single-GPU simulator's): `sharded_parameters` (every rank's shard of
-the float weights / LoRA weights stays `float_weights` / `lora_adapters`), `gathered_parameters`
-(the all-gather buffers and the unsharded parameters), `unsharded_gradients` (a unit's full
-gradients until its reduce-scatter), `gradient_reduce` (reduce-scatter input/output buffers);
-`gradients` are the sharded gradients after the step's backward.
+Categories beside the single-GPU simulator's (whose float_weights, lora_adapters, gradients and
+optimizer_state now hold one rank's shards): `gathered_parameters` (flat all-gather outputs and
+unsharded parameters), `unsharded_gradients` (a unit's full gradients in the reduce dtype, from
+autograd storing them to the unit's reduce-scatter), `gradient_reduce` (reduce-scatter input and
+output buffers, and the cast to the sharded gradients' dtype).
 """
 from __future__ import annotations
 
