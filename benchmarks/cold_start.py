@@ -1,6 +1,8 @@
 """Cold-start wall time of the default `vramplan fit --model 13b --gpu t4` and of `vramplan serve --engine vllm
 --model mistral-7b --format awq-4bit --gpu l4 --max-model-len 32768` and `vramplan serve --engine llama.cpp
---model llama-3.1-70b --format gguf-q4_k_m --gpu 4090 --host-ram 64GiB` (target: median <= 0.3 s).
+--model llama-3.1-70b --format gguf-q4_k_m --gpu 4090 --host-ram 64GiB` (target: median <= 0.3 s), and of the
+multi-GPU `vramplan fit --model llama-3.1-70b --gpu a100-40g --gpus 4 --strategy fsdp --method lora` with its
+per-rank and host tables (target: median < 0.5 s).
 
 The default command prints the verdict, the table and "room to spare" (three solver calls);
 `--json` skips the solvers and is timed beside it. Runs the installed console script (or
@@ -23,6 +25,7 @@ SERVE_VLLM = ["serve", "--engine", "vllm", "--model", "mistral-7b", "--format", 
               "--max-model-len", "32768"]
 SERVE_LLAMACPP = ["serve", "--engine", "llama.cpp", "--model", "llama-3.1-70b", "--format", "gguf-q4_k_m",
                   "--gpu", "4090", "--host-ram", "64GiB"]
+FIT_FSDP = ["fit", "--model", "llama-3.1-70b", "--gpu", "a100-40g", "--gpus", "4", "--strategy", "fsdp", "--method", "lora"]
 
 
 def main() -> int:
@@ -33,7 +36,7 @@ def main() -> int:
     script = shutil.which("vramplan")
     base = ([sys.executable, "-m", "vramplan.cli.main"] if args.module or not script else [script])
     for words in (["fit", "--model", "13b", "--gpu", "t4"], ["fit", "--model", "13b", "--gpu", "t4", "--json"],
-                  SERVE_VLLM, SERVE_LLAMACPP):
+                  SERVE_VLLM, SERVE_LLAMACPP, FIT_FSDP):
         command = base + words
         subprocess.run(command, capture_output=True)  # warm the file cache once
         times = []
@@ -51,7 +54,7 @@ def main() -> int:
             capture_output=True, text=True)
         print(f"command: {' '.join(command)}")
         print(f"  runs: {args.runs}  median: {statistics.median(times):.3f} s  "
-              f"p90: {times[int(0.9 * (len(times) - 1))]:.3f} s  min: {times[0]:.3f} s  (target: median <= 0.300 s)")
+              f"p90: {times[int(0.9 * (len(times) - 1))]:.3f} s  min: {times[0]:.3f} s  (target: median <= {0.5 if words is FIT_FSDP else 0.3:.3f} s)")
         print(f"  heavy modules loaded: {probe.stderr.strip().splitlines()[-1]}")
     return 0
 

@@ -23,6 +23,14 @@ the library versions the source states, and `uses` the libraries its stack runs;
 stated are the releases current on the source's date (validation/published_stack.py). With
 `default_stack=True` every entry is planned with the planner's current releases and no recipe, as
 before the stacks were connected.
+
+Multi-GPU entries (validation/published/multigpu/*.toml, read by `read_multigpu_corpus`) add a
+`parallel` table of ParallelConfig fields (gpus, nodes, strategy, offload, fsdp_wrap, ...; in the
+entry or in [defaults], merged like `run`), optionally `rank` (the rank the source printed; unset:
+the worst rank) and `host_ram` (the node's RAM as the source states it, `{ value, unit }`). They are
+planned with `vramplan.estimate.plan_ranks`: a GPU measurement is compared with that rank's Breakdown
+under the conventions above, and `measured = "host"` (host RAM of one node: offloaded state, pinned
+buffers, the loading spike) with `ClusterPlan.host.required_bytes`.
 """
 from __future__ import annotations
 
@@ -43,17 +51,20 @@ MAX_VALUE = 1e15  # larger than any memory in bytes or context in tokens a real 
 SOURCE_KEYS = ("id", "citation", "url", "date", "kind")
 ENTRY_KEYS = ("id", "table", "quote", "stack", "recipe", "hardware", "gpu", "model", "run", "unstated",
               "assumed", "measured", "value", "unit")
-OPTIONAL_ENTRY_KEYS = ("notes", "versions", "uses", "recipe_note")
+OPTIONAL_ENTRY_KEYS = ("notes", "versions", "uses", "recipe_note", "parallel", "rank", "host_ram")
 ENTRY_ONLY_KEYS = ("id", "table", "quote", "value")  # never inherited from [defaults]
 TEXT_KEYS = ("id", "table", "quote", "stack", "recipe", "hardware", "gpu", "model", "assumed", "measured", "unit",
              "notes", "recipe_note")
 
 UNIT_BYTES = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 BYTE_MEASURES = ("allocated", "active", "reserved", "nvidia_smi", "allocated_init", "unstated")
-MEASURED_UNITS = {**{kind: tuple(UNIT_BYTES) for kind in BYTE_MEASURES},
+HOST_MEASURES = ("host",)  # host (CPU) RAM of one node, planned by plan_ranks only
+MEASURED_UNITS = {**{kind: tuple(UNIT_BYTES) for kind in BYTE_MEASURES + HOST_MEASURES},
                   "max_context": ("tokens",), "oom": ("none",)}
 KNOWN_CONVENTION = frozenset(MEASURED_UNITS) - {"unstated"}
 DEFAULT_USES = ("transformers", "peft", "bitsandbytes", "torch")  # an HF-based stack; `uses` overrides
+MULTIGPU_DIR = CORPUS_DIR / "multigpu"
+MULTIGPU_MEASURES = ("allocated", "active", "reserved", "nvidia_smi", "unstated", "oom", "host")
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,9 @@ class Entry:
     versions: str = ""  # the versions the source states, "pkg=ver,..."; "" = none stated
     uses: tuple[str, ...] = DEFAULT_USES  # the libraries the stack runs (their unstated versions: as on the date)
     recipe_note: str = ""
+    parallel: dict | None = None  # ParallelConfig fields; None: a single-GPU entry, planned with plan()
+    rank: int | None = None  # the rank the source printed; None: the plan's worst rank
+    host_ram_bytes: int | None = None  # the node's RAM as the source states it; None: unstated
 
 
 @dataclass(frozen=True)
@@ -97,6 +111,7 @@ class Comparison:
     planner_fits: bool
     planned_stack: str = "current"  # the --stack the entry was planned with
     planned_recipe: str = "none"
+    planned_ranks: str = ""  # multi-GPU: the rank role compared ("rank 0", "ranks 0-1"); "" for one GPU
 
     @property
     def has_verdict(self) -> bool:
@@ -144,6 +159,15 @@ def read_corpus(paths=None) -> list[Entry]:
                 raise InputError(f"{file.name}: entry {entry.id}", f"id also used in {seen[entry.id]}")
             seen[entry.id] = file.name
             entries.append(entry)
+    return entries
+
+
+def read_multigpu_corpus(paths=None) -> list[Entry]:
+    """Every entry of validation/published/multigpu/ (or the given files or folders); each has a parallel table."""
+    entries = read_corpus(paths or [MULTIGPU_DIR])
+    single = [entry.id for entry in entries if entry.parallel is None]
+    if single:
+        raise InputError(f"entry {single[0]}", "a multi-GPU corpus entry needs a parallel table (gpus, strategy, ...)")
     return entries
 
 
@@ -203,6 +227,11 @@ def _entry(table, defaults: dict, source: Source, where: str) -> Entry:
         if not isinstance(base, dict) or not isinstance(own, dict):
             raise InputError(f"{where}.run", "must be a table of RunConfig fields")
         merged["run"] = {**base, **own}
+    if "parallel" in defaults or "parallel" in table:
+        base, own = defaults.get("parallel", {}), table.get("parallel", {})
+        if not isinstance(base, dict) or not isinstance(own, dict):
+            raise InputError(f"{where}.parallel", "must be a table of ParallelConfig fields (gpus, strategy, offload, ...)")
+        merged["parallel"] = {**base, **own}
     missing = [key for key in ENTRY_KEYS if key not in merged]
     if missing:
         raise InputError(where, f"missing {', '.join(missing)}")
@@ -221,9 +250,20 @@ def _entry(table, defaults: dict, source: Source, where: str) -> Entry:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or not 0 <= value <= MAX_VALUE:
         raise InputError(f"{where}.value", f"a number from 0 to {MAX_VALUE:.0e} in the source's unit")
-    if measured in BYTE_MEASURES and value == 0:
+    if measured in BYTE_MEASURES + HOST_MEASURES and value == 0:
         raise InputError(f"{where}.value", f"a {measured} measurement must be above 0")
     _check_run(merged["run"], f"{where}.run")
+    parallel = merged.get("parallel")
+    if parallel is not None:
+        _check_parallel(parallel, f"{where}.parallel")
+        if measured not in MULTIGPU_MEASURES:
+            raise InputError(f"{where}.measured", f"a multi-GPU entry measures one of {', '.join(MULTIGPU_MEASURES)} "
+                                                  f"(got {measured!r})")
+    elif measured in HOST_MEASURES or "rank" in merged or "host_ram" in merged:
+        raise InputError(f"{where}.parallel", "host, rank and host_ram belong to multi-GPU entries: "
+                                              "add a parallel table (gpus, strategy, ...)")
+    rank = _rank(merged.get("rank"), parallel, f"{where}.rank")
+    host_ram_bytes = _host_ram_bytes(merged.get("host_ram"), f"{where}.host_ram")
     from validation.published_stack import RECIPE_CHOICES, check_uses, check_versions
 
     if merged["recipe"] not in RECIPE_CHOICES:
@@ -238,7 +278,8 @@ def _entry(table, defaults: dict, source: Source, where: str) -> Entry:
                  stack=merged["stack"], hardware=merged["hardware"], gpu=merged["gpu"], model=merged["model"],
                  run=dict(merged["run"]), unstated=tuple(unstated), assumed=merged["assumed"],
                  measured=measured, value=float(value), unit=unit, notes=merged.get("notes", ""),
-                 recipe=merged["recipe"], versions=versions, uses=uses, recipe_note=merged.get("recipe_note", ""))
+                 recipe=merged["recipe"], versions=versions, uses=uses, recipe_note=merged.get("recipe_note", ""),
+                 parallel=None if parallel is None else dict(parallel), rank=rank, host_ram_bytes=host_ram_bytes)
 
 
 def _check_run(run: dict, where: str) -> None:
@@ -252,6 +293,46 @@ def _check_run(run: dict, where: str) -> None:
         make_run(**run)
     except InputError as exc:
         raise InputError(f"{where}.{exc.field}", exc.message) from None
+
+
+def _check_parallel(parallel: dict, where: str) -> None:
+    from vramplan.estimate import make_parallel
+    from vramplan.specs.parallel import ParallelConfig
+
+    unknown = [key for key in parallel if key not in ParallelConfig.model_fields]
+    if unknown:
+        raise InputError(where, f"unknown ParallelConfig field {str(unknown[0])[:40]!r} "
+                                f"(allowed: {', '.join(ParallelConfig.model_fields)})")
+    try:
+        make_parallel(**parallel)
+    except InputError as exc:
+        raise InputError(f"{where}.{exc.field}", exc.message) from None
+
+
+def _rank(rank, parallel: dict | None, where: str) -> int | None:
+    if rank is None:
+        return None
+    from vramplan.estimate import make_parallel
+
+    world_size = make_parallel(**parallel).world_size
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise InputError(where, f"the rank the source printed, 0 to {world_size - 1} (got {str(rank)[:40]})")
+    return rank
+
+
+def _host_ram_bytes(host_ram, where: str) -> int | None:
+    """The node's RAM as stated, `{ value = 128, unit = "GB" }`, in bytes; None when unstated."""
+    if host_ram is None:
+        return None
+    if not isinstance(host_ram, dict) or set(host_ram) != {"value", "unit"}:
+        raise InputError(where, 'a table { value = 128, unit = "GB" } (the node\'s RAM as the source states it)')
+    value, unit = host_ram["value"], host_ram["unit"]
+    if unit not in UNIT_BYTES:
+        raise InputError(f"{where}.unit", f"one of {', '.join(UNIT_BYTES)} (got {str(unit)[:40]!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value * UNIT_BYTES[unit] <= MAX_VALUE:
+        raise InputError(f"{where}.value", f"a number above 0, at most {MAX_VALUE:.0e} bytes")
+    return int(value * UNIT_BYTES[unit])
 
 
 def _only_keys(table: dict, allowed, where: str) -> None:
@@ -282,6 +363,8 @@ def compare(entry: Entry, default_stack: bool = False) -> Comparison:
     fields = stack_run_fields(entry, default_stack)
     run = make_run(**{**entry.run, **fields})
     applied = {"planned_stack": fields["stack"], "planned_recipe": fields.get("recipe", "none")}
+    if entry.parallel is not None:
+        return _compare_ranks(entry, model, gpu, run, applied)
     if entry.measured == "max_context":
         best = max_seq_len(model, gpu, run)
         error = None if entry.value == 0 else (best - entry.value) / entry.value
@@ -293,6 +376,25 @@ def compare(entry: Entry, default_stack: bool = False) -> Comparison:
     predicted = planner_bytes(breakdown, entry.measured) / UNIT_BYTES[entry.unit]
     return Comparison(entry, predicted, (predicted - entry.value) / entry.value,
                       source_fits=True, planner_fits=breakdown.fits, **applied)  # a run that was measured ran
+
+
+def _compare_ranks(entry: Entry, model, gpu, run, applied: dict) -> Comparison:
+    """A multi-GPU entry against `plan_ranks`: the printed rank's (else the worst rank's) Breakdown for a GPU
+    measurement, the node's host side for `host`; the verdict is the whole cluster's."""
+    from vramplan.estimate import make_parallel, plan_ranks
+
+    cluster = plan_ranks(model, gpu, run, parallel=make_parallel(**entry.parallel), host_ram_bytes=entry.host_ram_bytes)
+    role = cluster.worst_rank if entry.rank is None else next(r for r in cluster.ranks if entry.rank in r.ranks)
+    applied = {**applied, "planned_ranks": "host" if entry.measured == "host" else role.name}
+    if entry.measured == "oom":
+        return Comparison(entry, float(cluster.fits), None, source_fits=False, planner_fits=cluster.fits, **applied)
+    if entry.measured == "host":
+        measured_bytes = cluster.host.required_bytes
+    else:
+        measured_bytes = planner_bytes(role.breakdown, entry.measured)
+    predicted = measured_bytes / UNIT_BYTES[entry.unit]
+    return Comparison(entry, predicted, (predicted - entry.value) / entry.value,
+                      source_fits=True, planner_fits=cluster.fits, **applied)
 
 
 def planner_bytes(breakdown, measured: str) -> int:
@@ -393,17 +495,27 @@ HEADER = ["entry", "measured", "source", "planner", "error", "verdict (planner)"
 
 
 def render_text(summary: Summary) -> str:
-    rows = [HEADER] + [_row(c) for c in summary.comparisons]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + ["", *_summary_lines(summary)])
+    return text_table(HEADER, [_row(c) for c in summary.comparisons], _summary_lines(summary))
 
 
 def render_markdown(summary: Summary) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in _row(c)) + " |" for c in summary.comparisons]
-    return "\n".join(lines + ["", *(f"- {line}" for line in _summary_lines(summary))])
+    return markdown_table(HEADER, [_row(c) for c in summary.comparisons], _summary_lines(summary))
+
+
+def text_table(header: list[str], rows: list[list[str]], footer: list[str]) -> str:
+    """Columns padded to their widest cell, a dashed rule under the header, then the footer lines."""
+    rows = [header] + rows
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines + ["", *footer])
+
+
+def markdown_table(header: list[str], rows: list[list[str]], footer: list[str]) -> str:
+    """A Markdown table (pipes in cells escaped), then the footer lines as a bullet list."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines + ["", *(f"- {line}" for line in footer)])
 
 
 def _summary_lines(summary: Summary) -> list[str]:

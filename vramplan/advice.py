@@ -15,6 +15,8 @@ most in each tier; the rest of `limit` goes to the biggest savers. Changes that 
 first (cheapest first), then those that help but are not enough alone (tier by tier,
 biggest saving first). For a run that already fits it lists "room to spare" instead: the
 largest micro-batch, sequence and rank that still fit, and checkpointing off when that fits.
+`render_fit_advice` (what `fit` prints) follows the list with the multi-GPU step of a run that
+does not fit (`vramplan.distributed.advice.shard_step`).
 """
 from __future__ import annotations
 
@@ -581,4 +583,17 @@ def render_advice(advice: list[Advice], fits: bool) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Advice", "COSTS", "advise", "spare_room", "cheapest_combination", "render_advice", "attention_targets"]
+def render_fit_advice(model: ModelSpec, gpu: GPUSpec, run: RunConfig, fits: bool, *, margin_bytes: int = 0) -> str:
+    """What `fit` prints under one GPU's table: `render_advice`, then, when the run does not fit, the
+    multi-GPU step (`vramplan.distributed.advice.shard_step`: FSDP on the fewest GPUs, and its flags)."""
+    text = render_advice(advise(model, gpu, run), fits)
+    if fits:
+        return text
+    from vramplan.distributed.advice import render_shard_step, shard_step
+
+    return "\n".join(part for part in (text, render_shard_step(shard_step(model, gpu, run, margin_bytes=margin_bytes)))
+                     if part)
+
+
+__all__ = ["Advice", "COSTS", "advise", "spare_room", "cheapest_combination", "render_advice", "render_fit_advice",
+           "attention_targets"]

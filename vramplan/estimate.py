@@ -46,10 +46,12 @@ def plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, *, margin_bytes: int = 
 
 def breakdown_from_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, dtypes, terms: dict, *, margin_bytes: int = 0,
                          nccl_buffers_bytes: int = 0, trainable_parameters: int | None = None,
-                         paged_bytes: int | None = None, extra_notes: tuple[str, ...] = ()) -> Breakdown:
+                         paged_bytes: int | None = None, extra_notes: tuple[str, ...] = (),
+                         nccl_terms: tuple = ()) -> Breakdown:
     """The Breakdown of one device from its phase terms ({phase: {component: [Term]}}): the peak phase,
     the verdict (required = peak + reserve + CUDA context + NCCL buffers) and the reasons and notes.
-    `plan` passes one GPU's terms; `vramplan.distributed` passes one rank's."""
+    `plan` passes one GPU's terms; `vramplan.distributed` passes one rank's, and its NCCL buffers'
+    terms (`nccl_terms`, kept under `terms["nccl_buffers"]`)."""
     phases = {phase: {name: total(items) for name, items in parts.items()} for phase, parts in terms.items()}
     totals = {name: int(phase_total) for name, phase_total in phase_totals(phases).items()}
     peak_phase = max(totals, key=totals.get)
@@ -79,7 +81,8 @@ def breakdown_from_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, dtypes,
         trainable_parameters=trainable_parameters,
         **{name: int(value) for name, value in phases[peak_phase].items()},
         peak_phase=peak_phase,
-        terms={name: tuple(as_dict(item) for item in items) for name, items in terms[peak_phase].items()},
+        terms={name: tuple(as_dict(item) for item in items) for name, items in terms[peak_phase].items()}
+        | ({"nccl_buffers": tuple(as_dict(item) for item in nccl_terms)} if nccl_terms else {}),
         phase_peaks=totals,
         peak_allocated_bytes=peak,
         allocator_reserve_bytes=reserve,

@@ -26,6 +26,9 @@ def add_parser(subparsers) -> None:
     add_model_gpu_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the components as JSON")
     add_run_arguments(parser)
+    from vramplan.cli.parallel_flags import add_parallel_arguments
+
+    add_parallel_arguments(parser)
 
 
 def render_term(item: dict) -> str:
@@ -35,10 +38,17 @@ def render_term(item: dict) -> str:
 
 def run(args) -> int:
     from vramplan.cli.fit import specs_from_args
-    from vramplan.estimate import plan
+    from vramplan.cli.parallel_flags import parallel_from_args
+    from vramplan.estimate import plan, plan_ranks
 
     model, gpu, run_config = specs_from_args(args)
-    result = plan(model, gpu, run_config)
+    parallel = parallel_from_args(args)
+    if parallel.is_single:
+        result = plan(model, gpu, run_config)
+    else:  # the worst rank's terms
+        cluster = plan_ranks(model, gpu, run_config, parallel=parallel)
+        result = cluster.worst_rank.breakdown
+        print(f"{cluster.worst_rank.name} of {cluster.world_size} ({cluster.strategy}):")
     rows = component_terms(gpu, run_config, result)
     if args.json:
         print(json.dumps({"model": model.name, "gpu": gpu.key, "fits": result.fits, "peak_phase": result.peak_phase,
@@ -56,6 +66,7 @@ def run(args) -> int:
         for item in row["terms"]:
             print(f"    {render_term(item)}")
     print()
-    print(f"peak allocated = {result.peak_allocated_bytes:,} B; + allocator reserve + CUDA context = "
+    nccl = " + NCCL buffers" if result.nccl_buffers_bytes else ""
+    print(f"peak allocated = {result.peak_allocated_bytes:,} B; + allocator reserve + CUDA context{nccl} = "
           f"required {result.required_bytes:,} B ({gib(result.required_bytes)} GiB)")
     return 0 if result.fits else 1

@@ -39,6 +39,8 @@ EMITTERS = {
     "torchtune": ("vramplan.emit_torchtune", "torchtune_command"),
     "axolotl": ("vramplan.emit_axolotl", "axolotl_yaml"),
 }
+# multi-GPU --emit targets: vramplan.emit_parallel.emit_parallel(target, model, gpu, run, parallel, breakdown)
+PARALLEL_EMITTERS = ("accelerate", "deepspeed")
 
 
 def margin_from_args(args) -> int:
@@ -56,10 +58,11 @@ def add_parser(subparsers) -> None:
     add_margin_argument(parser)
     parser.add_argument("--json", action="store_true",
                         help="print the full Breakdown as JSON (with --simulate, the simulation under 'simulation')")
-    parser.add_argument("--emit", choices=list(EMITTERS), default=None,
+    parser.add_argument("--emit", choices=[*EMITTERS, *PARALLEL_EMITTERS], default=None,
                         help="print this plan as a ready-to-paste recipe instead of the table: hf (transformers/peft "
                              "snippet), trl (SFTTrainer script), llama-factory / axolotl (YAML config), torchtune "
-                             "(config overrides for its bundled recipe)")
+                             "(config overrides for its bundled recipe), accelerate (accelerate config and launch "
+                             "lines; with the DeepSpeed JSON under zero*), deepspeed (DeepSpeed JSON, zero* only)")
     parser.add_argument("--simulate", action="store_true",
                         help="also run one step of the real HF architecture on fake tensors (needs torch + "
                              "transformers; a few seconds) and print its peak and live set beside the plan")
@@ -156,6 +159,11 @@ def run(args) -> int:
             simulation = simulate(model, gpu, run_config)
         print(breakdown_json(breakdown, simulation))
         return 0 if breakdown.fits else 1
+    if args.emit in PARALLEL_EMITTERS:
+        from vramplan.emit_parallel import emit_parallel
+
+        print(emit_parallel(args.emit, model, gpu, run_config, None, breakdown), end="")
+        return 0 if breakdown.fits else 1
     if args.emit:
         import importlib
 
@@ -172,9 +180,10 @@ def run(args) -> int:
 
         print()
         print(render_simulation(model, gpu, run_config, breakdown))
-    from vramplan.advice import advise, render_advice
+    from vramplan.advice import render_fit_advice
 
-    advice_text = render_advice(advise(model, gpu, run_config), breakdown.fits) if not breakdown.blocked_by else ""
+    advice_text = render_fit_advice(model, gpu, run_config, breakdown.fits, margin_bytes=margin_bytes) \
+        if not breakdown.blocked_by else ""
     if advice_text:
         print()
         print(advice_text)
@@ -198,13 +207,27 @@ def run_ranks(args, model, gpu, run_config, parallel, margin_bytes: int) -> int:
     if args.json and not args.emit:
         print(breakdown_json(worst, cluster=cluster))
         return code
-    if args.emit:
+    if args.emit in PARALLEL_EMITTERS:
         from vramplan.emit_parallel import emit_parallel
 
         print(emit_parallel(args.emit, model, gpu, run_config, parallel, worst), end="")
+        return code
+    if args.emit:  # a framework recipe: the same script on every rank, launched by the accelerate/torchrun line
+        import importlib
+
+        module, function = EMITTERS[args.emit]
+        print(getattr(importlib.import_module(module), function)(model, gpu, run_config, worst), end="")
         return code
     print(render_cluster(cluster, parallel, gpu.name, ram_source))
     print()
     print(f"worst rank ({cluster.worst_rank.name}):")
     print(render(worst))
+    from vramplan.distributed.advice import rank_advice, render_rank_advice
+
+    advice_text = "" if worst.blocked_by else render_rank_advice(
+        rank_advice(model, gpu, run_config, parallel, cluster, margin_bytes=margin_bytes, host_ram_bytes=host_ram),
+        parallel)
+    if advice_text:
+        print()
+        print(advice_text)
     return code

@@ -4,6 +4,7 @@
     vramplan validate run --smoke                                    # CPU smoke run, nothing measured
     vramplan validate report [PATHS...] [--markdown]                 # accuracy tables
     vramplan validate published [PATHS...] [--json] [--markdown]     # published measurements vs the plan
+                                                                     # (one GPU, then multi-GPU via plan_ranks)
 
 The harness lives in the source tree's `validation/` folder (not in the wheel); torch is
 imported only when a run starts.
@@ -63,8 +64,12 @@ def add_parser(subparsers) -> None:
                              "the analytic model's (torch extra; seconds per case)")
     published = actions.add_parser("published", help="published measurements (papers, READMEs, issues) vs the planner",
                                    description="Each entry of validation/published/*.toml against the planner's "
-                                               "matching quantity; median and max error, verdict agreement, worst.")
-    published.add_argument("paths", nargs="*", type=Path, help="corpus TOML files or folders (default: validation/published/)")
+                                               "matching quantity; median and max error, verdict agreement, worst. "
+                                               "Then the multi-GPU entries (validation/published/multigpu/) against "
+                                               "plan_ranks: the printed (or worst) rank's peak, and host RAM apart.")
+    published.add_argument("paths", nargs="*", type=Path,
+                           help="corpus TOML files or folders (default: validation/published/ and its multigpu/; "
+                                "entries with a parallel table go to the multi-GPU section)")
     published.add_argument("--json", action="store_true", help="machine-readable output")
     published.add_argument("--markdown", action="store_true", help="Markdown table (for the README)")
     published.add_argument("--worst", type=bounded_int("--worst", 0, 10_000), default=5, metavar="N",
@@ -133,11 +138,23 @@ def _published(args) -> int:
     import json
 
     published = validation_module("published")
-    entries = published.read_corpus(args.paths or None)
-    summary = published.summarize([published.compare(entry, default_stack=args.default_stack) for entry in entries],
-                                  worst=args.worst)
-    if args.json:
-        print(json.dumps(published.to_json(summary), indent=2))
+    multigpu = validation_module("published_multigpu")
+    if args.paths:
+        entries = published.read_corpus(args.paths)
+        single = [entry for entry in entries if entry.parallel is None]
+        multi = [entry for entry in entries if entry.parallel is not None]
     else:
-        print(published.render_markdown(summary) if args.markdown else published.render_text(summary))
+        single, multi = published.read_corpus(), published.read_multigpu_corpus()
+    summary = published.summarize([published.compare(entry, default_stack=args.default_stack) for entry in single],
+                                  worst=args.worst)
+    ranks = multigpu.summarize_multigpu(multigpu.compare_all(multi, default_stack=args.default_stack), worst=args.worst)
+    if args.json:
+        data = published.to_json(summary) if single else {}
+        print(json.dumps({**data, "multi_gpu": multigpu.to_json(ranks)} if multi else data, indent=2))
+        return 0
+    render, render_ranks = ((published.render_markdown, multigpu.render_markdown) if args.markdown
+                            else (published.render_text, multigpu.render_text))
+    sections = ([render(summary)] if single else []) + (["multi-GPU (plan_ranks per rank and host):\n"
+                                                          + render_ranks(ranks)] if multi else [])
+    print("\n\n".join(sections))
     return 0

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from vramplan.memory.dtypes import DTYPE_BYTES
 from vramplan.memory.terms import term, total
-from vramplan.specs.parallel import ParallelConfig, resolved_bucket
+from vramplan.specs.parallel import ParallelConfig, resolved_bucket, resolved_overlap_comm
 
 NCCL_COMMUNICATOR_BYTES_TWO_RANKS = 544 * 2**20
 NCCL_COMMUNICATOR_BYTES = 688 * 2**20
@@ -36,13 +36,6 @@ NVLS_BYTES_PER_RANK = 301_989_888
 _SOURCE_DDP = "torch/nn/parallel/distributed.py, reducer.hpp (torch 2.13)"
 _SOURCE_ZERO = "deepspeed/runtime/zero/stage_1_and_2.py setup_buckets, stage3.py (0.19.8)"
 _SOURCE_FSDP = "torch/distributed/fsdp/_fully_shard/_fsdp_collectives.py foreach_reduce (torch 2.13)"
-
-
-def resolved_overlap(parallel: ParallelConfig) -> bool:
-    """overlap_comm as given, else DeepSpeed's default: true at ZeRO-3, false at stages 1-2."""
-    if parallel.overlap_comm is not None:
-        return parallel.overlap_comm
-    return parallel.resolved_strategy == "zero3"
 
 
 def bucket_terms(parallel: ParallelConfig, model, dtypes, trainable_grad_terms, sizes=None) -> dict[str, list]:
@@ -55,7 +48,7 @@ def bucket_terms(parallel: ParallelConfig, model, dtypes, trainable_grad_terms, 
         return _every_phase(buckets)
     if strategy.startswith("zero"):
         elements = resolved_bucket(parallel, "reduce_bucket_size", model.hidden_size)
-        buffers = 2 if resolved_overlap(parallel) and strategy != "zero3" else 1
+        buffers = 2 if resolved_overlap_comm(parallel) and strategy != "zero3" else 1
         buckets = [term("reduce bucket(s) (reduce_bucket_size elements)", "buffers x elements x 16-bit",
                         (("buffers", buffers), ("elements", elements), ("B", grad16)), _SOURCE_ZERO)]
         return _every_phase(buckets)

@@ -11,12 +11,15 @@ Per node = per rank x the node's GPUs (every rank of a node offloads its own sha
   (stage_1_and_2.py:566-574); with nvme, the swap buffers instead of the offloaded tensors:
   offload_param buffer_count 5 x buffer_size 1e8 elements x 16-bit, offload_optimizer buffer_count
   4 x the rank's fp32 partition (up to sub_group_size 1e9 elements) (runtime/zero/offload_config.py).
-- Loading spike: `from_pretrained` builds the model on the CPU in the checkpoint's float dtype
-  (fp32 for mixed-precision full fine-tuning, else 16-bit) in every process, or in rank 0 alone
-  with DeepSpeed's zero.Init (ZeRO-3: transformers partitions while it loads) or, on transformers
-  4.x, accelerate's fsdp_cpu_ram_efficient_loading (the others load on meta and receive the
-  weights through sync_module_states; `vramplan.stack.rules.fsdp_loads_on_rank0_only`: transformers
-  5 reads the checkpoint in every process first). DeepSpeed's estimator
+- Loading spike: `from_pretrained` builds the model on the CPU in the load dtype (fp32 for
+  mixed-precision full fine-tuning, else the 16-bit dtype of the checkpoint, assumed 16-bit). On
+  transformers 5 weights loaded in the checkpoint's own dtype stay views of the mmap'd file: one
+  copy in the node's page cache, shared by its ranks (`vramplan.stack.rules.checkpoint_stays_mapped`);
+  a conversion (fp32) is an anonymous copy in every process. On transformers 4.x every process
+  copies the weights, except that only rank 0 does with accelerate's fsdp_cpu_ram_efficient_loading
+  (`fsdp_loads_on_rank0_only`). Under ZeRO-3, zero.Init partitions while it loads: DeepSpeed's
+  estimator counts the largest layer in every rank (`largest_layer_params x 4 x GPUs per node`,
+  estimate_zero3_model_states_mem_needs with zero_init), and so does vramplan (in the load dtype). DeepSpeed's estimator
   counts the same spike (`4 x params x GPUs per node`, estimate_zero2_model_states_mem_needs).
   It comes before the training-time state exists, so the node needs the larger of the two
   (`HostMemory.required_bytes`).
@@ -45,19 +48,25 @@ def node_terms(per_rank_terms, gpus: int, name: str) -> list:
 def loading_terms(model, run, parallel: ParallelConfig) -> list:
     """The checkpoint's CPU copy while loading, in the node that holds the most (module docstring)."""
     from vramplan.stack.profile import resolve_stack
-    from vramplan.stack.rules import fsdp_loads_on_rank0_only
+    from vramplan.stack.rules import checkpoint_stays_mapped, fsdp_loads_on_rank0_only
 
     load_bytes = 4 if run.method == "full" and run.full_precision == "mixed" else 2
     strategy = parallel.resolved_strategy
+    transformers = resolve_stack(run.stack)["transformers"]
     if strategy == "zero3":
-        efficient, who = True, "rank 0 alone (zero.Init)"
+        largest = max(model.vocab_size * model.hidden_size,
+                      *(lin.out_features * lin.in_features for lin in model.layer_linears("linear")))
+        return [term("the largest layer in every rank while zero.Init loads and partitions", "ranks x elements x B",
+                     (("ranks", parallel.gpus), ("elements", largest), ("B", load_bytes)),
+                     "deepspeed/runtime/zero/stage3.py estimate_zero3_model_states_mem_needs (zero_init)")]
+    if load_bytes == 2 and checkpoint_stays_mapped(transformers):
+        loaders, who = 1, "the mmap'd checkpoint in the page cache, shared by the node's ranks"
+    elif parallel.cpu_ram_efficient_loading and strategy.startswith("fsdp") and fsdp_loads_on_rank0_only(transformers):
+        loaders, who = 1, "rank 0 alone (cpu_ram_efficient_loading)"
     else:
-        efficient = (parallel.cpu_ram_efficient_loading and strategy.startswith("fsdp")
-                     and fsdp_loads_on_rank0_only(resolve_stack(run.stack)["transformers"]))
-        who = "rank 0 alone (cpu_ram_efficient_loading)" if efficient else "every rank of the node"
-    loaders = 1 if efficient else parallel.gpus
-    return [term(f"checkpoint's CPU copy while loading, {who}", "loaders x parameters x B",
-                 (("loaders", loaders), ("parameters", parameters.parameter_count(model)), ("B", load_bytes)),
+        loaders, who = parallel.gpus, "a copy in every rank of the node"
+    return [term(f"checkpoint while loading: {who}", "copies x parameters x B",
+                 (("copies", loaders), ("parameters", parameters.parameter_count(model)), ("B", load_bytes)),
                  "transformers from_pretrained; accelerate fsdp_cpu_ram_efficient_loading")]
 
 

@@ -15,6 +15,8 @@ spike, which the host side counts.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from vramplan.distributed import buffers, deepspeed_states, host, shares, units
 from vramplan.distributed.tensor_parallel import tensor_parallel_slice
 from vramplan.errors import InputError
@@ -24,17 +26,29 @@ from vramplan.memory.plan import base_weight_terms, paged_optimizer_bytes, phase
 from vramplan.memory.terms import total
 from vramplan.specs import GPUSpec, ModelSpec, RunConfig
 from vramplan.specs.cluster import ClusterPlan, RankPlan
-from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig
+from vramplan.specs.parallel import FSDP_STRATEGIES, ZERO_STRATEGIES, ParallelConfig, resolved_fsdp_wrap
 
 _AUTOCAST_COPIES = ("autocast weight copies", "one layer's autocast weight copies")
 _SHARDABLE_QUANTIZED = frozenset({"nf4", "fp4"})
 
 
-def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
-                 margin_bytes: int = 0, host_ram_bytes: int | None = None) -> ClusterPlan:
-    """The per-rank plan and the node's host side of a multi-GPU run (module docstring)."""
-    from vramplan.estimate import breakdown_from_terms
+@dataclass(frozen=True)
+class RankTerms:
+    """One rank's terms by phase ({phase: {component: [Term]}}), what it offloads to the host
+    ({host component: [Term]}), its NCCL buffers and the dtypes and model slice they were planned with."""
 
+    phases: dict
+    host_per_rank: dict
+    nccl_terms: list
+    dtypes: object
+    rank_model: ModelSpec
+    rank_run: RunConfig
+    trainable_per_rank: int
+    paged_bytes: int
+
+
+def rank_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig) -> RankTerms:
+    """The terms one rank holds in every phase (module docstring)."""
     strategy = parallel.resolved_strategy
     rank_model = tensor_parallel_slice(model, parallel.tensor_parallel)
     rank_run = wrapper_run(run, strategy)
@@ -44,6 +58,9 @@ def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paral
     groups = trainable_groups(rank_model, rank_run, rank_run.lora_rank, dtypes.moe_experts)
     host_per_rank: dict[str, list] = {}
     sizes = units.unit_sizes(rank_model, rank_run, dtypes, base_weight_terms) if run.trains else None
+    whole_unit_grads = fsdp1_whole_unit_gradients(run, parallel, dtypes)
+    if whole_unit_grads and sizes is not None:
+        sizes = units.with_whole_unit_gradients(sizes, dtypes)
 
     if strategy in ZERO_STRATEGIES:
         phases, host_per_rank = deepspeed_states.rank_model_state_terms(
@@ -53,31 +70,67 @@ def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paral
                           for name, items in comps.items()} for phase, comps in phases.items()}
         if parallel.offload == "params":
             phases, host_per_rank = _fsdp_offload(phases)
-    grad_terms = next((comps.get("gradients", []) for phase, comps in phases.items() if phase == "optimizer"), [])
+    grad_terms = phases.get("optimizer", {}).get("gradients", [])
     gathered = {}
     if sizes is not None and strategy in FSDP_STRATEGIES:
         gathered = units.fsdp_gathered_terms(sizes, rank_model, parallel, dtypes)
     elif sizes is not None and strategy == "zero3":
         gathered = units.zero3_gathered_terms(sizes, rank_model, parallel, dtypes)
-    comm = buffers.bucket_terms(parallel, rank_model, dtypes, grad_terms, sizes) if run.trains and parallel.data_parallel > 1 else {}
+    comm = {}
+    if run.trains and parallel.data_parallel > 1:
+        comm = buffers.bucket_terms(parallel, rank_model, dtypes, grad_terms, sizes)
+    if whole_unit_grads and sizes is not None:
+        flat = units.flat_gradient_shard_terms(sizes, rank_model, parallel, dtypes)
+        for phase in ("backward_end", "optimizer"):
+            if phase in phases:
+                phases[phase]["gradients"] = list(phases[phase].get("gradients", [])) + flat
     for phase, comps in phases.items():
         if gathered:
             comps["activations"] = [item for item in comps.get("activations", []) if item.name not in _AUTOCAST_COPIES]
             comps["gathered_parameters"] = list(gathered.get(phase, []))
         if comm.get(phase):
             comps["comm_buckets"] = list(comm[phase])
-    nccl = int(total(buffers.nccl_buffer_terms(parallel, gpu)))
+    divisor = max(1, shares.component_divisor("optimizer_state", parallel))
+    return RankTerms(phases=phases, host_per_rank=host_per_rank, nccl_terms=buffers.nccl_buffer_terms(parallel, gpu),
+                     dtypes=dtypes, rank_model=rank_model, rank_run=rank_run,
+                     trainable_per_rank=sum(g.numel * g.count for g in groups) // divisor,
+                     paged_bytes=int(paged_optimizer_bytes(rank_model, rank_run, dtypes)) // divisor)
 
-    divisor = shares.component_divisor("optimizer_state", parallel)
-    paged = int(paged_optimizer_bytes(rank_model, rank_run, dtypes)) // max(1, divisor)
-    trainable_per_rank = sum(g.numel * g.count for g in groups) // max(1, divisor)
-    breakdown = breakdown_from_terms(model, gpu, run, dtypes, phases, margin_bytes=margin_bytes, nccl_buffers_bytes=nccl,
-                                     trainable_parameters=_trainable_parameters(model, run, dtypes), paged_bytes=paged,
-                                     extra_notes=tuple(rank_notes(model, run, parallel, dtypes)))
-    host_side = host.host_memory(parallel, model, run, host_per_rank, host_ram_bytes, trainable_per_rank)
-    role = RankPlan(ranks=tuple(range(parallel.world_size)), breakdown=breakdown)
-    return ClusterPlan(strategy=strategy, nodes=parallel.nodes, world_size=parallel.world_size, ranks=(role,),
-                       host=host_side)
+
+def rank_phase_components(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig) -> dict:
+    """{phase: {component: bytes}} of one rank, every phase (not only the peak)."""
+    return {phase: {name: int(total(items)) for name, items in comps.items()}
+            for phase, comps in rank_terms(model, gpu, run, parallel).phases.items()}
+
+
+def cluster_plan(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: ParallelConfig, *,
+                 margin_bytes: int = 0, host_ram_bytes: int | None = None) -> ClusterPlan:
+    """The per-rank plan and the node's host side of a multi-GPU run (module docstring)."""
+    from vramplan.estimate import breakdown_from_terms
+
+    terms = rank_terms(model, gpu, run, parallel)
+    breakdown = breakdown_from_terms(
+        model, gpu, run, terms.dtypes, terms.phases, margin_bytes=margin_bytes,
+        nccl_buffers_bytes=int(total(terms.nccl_terms)), trainable_parameters=_trainable_parameters(model, run, terms.dtypes),
+        paged_bytes=terms.paged_bytes, extra_notes=tuple(rank_notes(model, run, parallel, terms.dtypes)),
+        nccl_terms=tuple(terms.nccl_terms))
+    host_side = host.host_memory(parallel, model, run, terms.host_per_rank, host_ram_bytes, terms.trainable_per_rank)
+    return ClusterPlan(strategy=parallel.resolved_strategy, nodes=parallel.nodes, world_size=parallel.world_size,
+                       ranks=rank_roles(parallel, breakdown, host_side), host=host_side)
+
+
+RANK0_LOADS = "reads the checkpoint, broadcasts it"
+
+
+def rank_roles(parallel: ParallelConfig, breakdown, host_side) -> tuple[RankPlan, ...]:
+    """Every rank holds the same GPU bytes; when only rank 0 reads the checkpoint into host RAM
+    (host.loading_terms), rank 0 is its own role with that duty."""
+    spike = host_side.terms.get("loading_spike", ())
+    rank0_loads = any("rank 0 alone" in item["name"] for item in spike)
+    everyone = tuple(range(parallel.world_size))
+    if not rank0_loads or parallel.world_size == 1:
+        return (RankPlan(ranks=everyone, breakdown=breakdown),)
+    return (RankPlan(ranks=(0,), breakdown=breakdown, duty=RANK0_LOADS), RankPlan(ranks=everyone[1:], breakdown=breakdown))
 
 
 _SHARD_SOURCE = "vramplan.distributed.shares (strategy table)"
@@ -98,6 +151,14 @@ def wrapper_run(run: RunConfig, strategy: str) -> RunConfig:
     return run.model_copy(update=update)
 
 
+def fsdp1_whole_unit_gradients(run, parallel: ParallelConfig, dtypes) -> bool:
+    """FSDP1 with LoRA inside decoder-layer units: one flat parameter mixes frozen and trainable
+    tensors, which needs use_orig_params=True, and then its gradient spans the whole unit, frozen
+    parts included (torch/distributed/fsdp/_flat_param.py:822-832, torch 2.13)."""
+    return (run.uses_lora and parallel.resolved_strategy in FSDP_STRATEGIES and parallel.fsdp_version == 1
+            and resolved_fsdp_wrap(parallel, run) == "decoder-layer")
+
+
 def check_supported(model, run, parallel: ParallelConfig, dtypes) -> None:
     """Refuse what the wrappers cannot run, with the way out."""
     strategy = parallel.resolved_strategy
@@ -112,6 +173,11 @@ def check_supported(model, run, parallel: ParallelConfig, dtypes) -> None:
     if parallel.tensor_parallel > 1 and fmt in BNB_FORMATS and run.trains:
         raise InputError("tensor_parallel", "tensor parallelism with bitsandbytes weights is not supported by "
                                             "transformers' tp_plan: use a 16-bit base, or FSDP for QLoRA")
+    if fsdp1_whole_unit_gradients(run, parallel, dtypes) and dtypes.lora != (
+            dtypes.compute if dtypes.base_quantized else dtypes.float_weights):
+        raise InputError("fsdp_wrap", f"FSDP1 flattens a decoder-layer unit into one tensor of one dtype: {dtypes.lora} "
+                                      "LoRA weights beside the base need decoder-layer+lora (LoRA layers their own units), "
+                                      "--lora-dtype of the base, or --fsdp-version 2")
     if parallel.tensor_parallel > 1 and model.is_moe:
         raise InputError("tensor_parallel", "tensor-parallel MoE experts are not modelled; plan a dense model")
 
@@ -162,9 +228,9 @@ def rank_notes(model, run, parallel: ParallelConfig, dtypes):
         yield (f"FSDP{parallel.fsdp_version} over {parallel.shard_count} ranks, one unit per decoder layer "
                f"(mixed precision: parameters gathered in {dtypes.compute}), backward prefetch "
                f"{'on' if parallel.resolved_backward_prefetch else 'off'}")
-        if run.uses_lora and parallel.fsdp_version == 1 and parallel.fsdp_wrap == "decoder-layer":
-            yield ("FSDP1 flattens a unit into one tensor of one dtype and requires_grad: LoRA layers need their own "
-                   "units (--fsdp-wrap decoder-layer+lora, peft's fsdp_auto_wrap_policy) or use_orig_params")
+        if fsdp1_whole_unit_gradients(run, parallel, dtypes):
+            yield ("FSDP1 with LoRA inside decoder-layer units (use_orig_params): each unit's gradient spans its frozen "
+                   "weights too; --fsdp-wrap decoder-layer+lora gives LoRA layers their own units")
     if strategy in ZERO_STRATEGIES:
         yield (f"DeepSpeed ZeRO-{strategy[-1]} over {parallel.shard_count} ranks: the module in {dtypes.compute}, "
                "fp32 master weights and optimizer state partitioned")

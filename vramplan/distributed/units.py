@@ -97,6 +97,26 @@ def unit_sizes(model, run, dtypes, base_weight_terms) -> UnitSizes:
     return UnitSizes(layer_bytes, root_bytes, layer_trainable, root_trainable, largest, largest_trainable)
 
 
+def with_whole_unit_gradients(sizes: UnitSizes, dtypes) -> UnitSizes:
+    """Sizes when a unit's flat gradient spans the whole unit (FSDP1, LoRA inside the unit): every
+    gathered element of a layer gets a gradient element."""
+    from dataclasses import replace
+
+    return replace(sizes, layer_trainable=sizes.layer_bytes // DTYPE_BYTES[dtypes.compute])
+
+
+def flat_gradient_shard_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtypes) -> list:
+    """FSDP1's gradient shards of whole-unit flat parameters kept until the step (`_saved_grad_shard`,
+    _runtime_utils.py), beyond the LoRA gradients: the frozen part of every layer, 1/N each."""
+    from vramplan.distributed.shares import SHARD
+
+    frozen = sizes.layer_bytes // DTYPE_BYTES[dtypes.compute]
+    return [term("flat-parameter gradient shards over the frozen weights (FSDP1, LoRA inside the unit)",
+                 "layers x elements x C / N", (("layers", model.num_hidden_layers), ("elements", frozen),
+                                               ("C", DTYPE_BYTES[dtypes.compute]), ("ranks", parallel.shard_count)),
+                 _SOURCE_FSDP, rounding=SHARD)]
+
+
 def fsdp_gathered_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtypes) -> dict[str, list]:
     """{phase: [Term]} of FSDP's unsharded units in flight (module docstring)."""
     if parallel.shard_count == 1:

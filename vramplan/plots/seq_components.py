@@ -19,7 +19,7 @@ class SeqComponents:
     gpu: str
     run: object  # RunConfig
     seq_lens: np.ndarray
-    components: dict[str, np.ndarray]  # allocated components, then allocator_reserve and cuda_context
+    components: dict[str, np.ndarray]  # allocated components, then allocator_reserve, cuda_context, nccl_buffers (0)
     peak_phase: np.ndarray  # phase name per point
     capacity_bytes: int
     max_seq_len: int = 0  # the solver's exact answer (vramplan.solvers.max_seq_len): the one "largest that fits"
@@ -73,6 +73,7 @@ def seq_components(model, gpu, run, seq_lens) -> SeqComponents:
     components["cuda_context"] = np.full(shape, float(gpu.cuda_context_bytes))
     components["allocator_reserve"] = required_bytes(peak_bytes, run, gpu) - peak_bytes - components["cuda_context"]
     components["cuda_context"] = components.pop("cuda_context")  # keep the context on top of the stack
+    components["nccl_buffers"] = np.zeros(shape)  # one GPU: no communicator
     from vramplan.solvers import max_seq_len
 
     return SeqComponents(model.name, gpu.key, run, seq_lens, components, np.array(names)[peak], gpu.capacity_bytes,

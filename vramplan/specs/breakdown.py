@@ -40,7 +40,8 @@ class Breakdown(BaseModel):
     peak_phase: str
     terms: dict[str, tuple[dict, ...]] = {}
     """Per allocated component at the peak, the named terms it sums (`vramplan.memory.terms.as_dict`):
-    name, formula, factors [[label, value]], bytes, source, rounding."""
+    name, formula, factors [[label, value]], bytes, source, rounding; multi-GPU plans also name the
+    NCCL buffers' terms ("nccl_buffers", outside the allocator)."""
     phase_peaks: dict[str, int]
     peak_allocated_bytes: int
     allocator_reserve_bytes: int

@@ -54,9 +54,9 @@ class ParallelConfig(BaseModel):
     fsdp_version: Literal[1, 2] = Field(
         default=1, description="FSDP1 flat parameters or FSDP2 per-parameter DTensor shards (default 1: accelerate "
                                "1.16's FullyShardedDataParallelPlugin, utils/dataclasses.py)")
-    fsdp_wrap: FsdpWrap = Field(
-        default="decoder-layer", description="FSDP units: each decoder layer, or also each LoRA layer its own unit "
-                                             "(answer.ai fsdp_qlora)")
+    fsdp_wrap: FsdpWrap | None = Field(
+        default=None, description="FSDP units: each decoder layer, or also each LoRA layer its own unit (answer.ai "
+                                  "fsdp_qlora; None: that for LoRA runs, as transformers' Trainer wraps a peft model)")
     limit_all_gathers: bool = Field(default=True, description="FSDP1 rate limiter: at most two all-gathers in flight")
     forward_prefetch: bool = Field(default=False, description="FSDP: all-gather the next unit during this one's forward")
     backward_prefetch: bool | None = Field(
@@ -67,9 +67,10 @@ class ParallelConfig(BaseModel):
                                   "keeps the checkpoint on the CPU (transformers 4.x; 5.x reads it in every rank first)")
     reduce_bucket_size: BucketSize = Field(default="auto", description="DeepSpeed elements per gradient reduce bucket")
     allgather_bucket_size: int = Field(default=500_000_000, ge=1, le=MAX_BUCKET_ELEMENTS,
-                                       description="DeepSpeed ZeRO-1/2 elements per parameter all-gather bucket")
-    overlap_comm: bool | None = Field(default=None, description="DeepSpeed overlap_comm; None: transformers' auto "
-                                                                "configs (true)")
+                                       description="DeepSpeed ZeRO-1/2 elements per parameter all-gather chunk (in place "
+                                                   "into the flat 16-bit buffer: no memory of its own in 0.19.8)")
+    overlap_comm: bool | None = Field(default=None, description="DeepSpeed overlap_comm; None: DeepSpeed's default "
+                                                                "(true at ZeRO-3, false at 1-2)")
     stage3_prefetch_bucket_size: BucketSize = Field(default="auto", description="ZeRO-3 elements prefetched ahead")
     stage3_max_live_parameters: int = Field(default=1_000_000_000, ge=0, le=MAX_BUCKET_ELEMENTS,
                                             description="ZeRO-3 most gathered elements alive at once")
@@ -160,5 +161,17 @@ def resolved_bucket(parallel: ParallelConfig, name: str, hidden_size: int) -> in
 
 
 def resolved_overlap_comm(parallel: ParallelConfig) -> bool:
-    """overlap_comm as given; unset, transformers' ds_config examples and accelerate's defaults set true."""
-    return True if parallel.overlap_comm is None else parallel.overlap_comm
+    """overlap_comm as given, else DeepSpeed's own default: true at ZeRO-3, false at stages 1-2
+    (runtime/zero/config.py `overlap_comm_valid`, 0.19.8)."""
+    if parallel.overlap_comm is not None:
+        return parallel.overlap_comm
+    return parallel.resolved_strategy == "zero3"
+
+
+def resolved_fsdp_wrap(parallel: ParallelConfig, run) -> str:
+    """The FSDP units: as given, else LoRA layers as their own units for a LoRA run - transformers'
+    Trainer applies peft's `fsdp_auto_wrap_policy` to a peft model (integrations/fsdp.py, trainer.py,
+    5.24; peft/utils/other.py) - and decoder layers otherwise."""
+    if parallel.fsdp_wrap is not None:
+        return parallel.fsdp_wrap
+    return "decoder-layer+lora" if run.uses_lora else "decoder-layer"

@@ -61,12 +61,24 @@ def fsdp_loads_on_rank0_only(transformers) -> bool:
 
     4.x: yes - `is_fsdp_enabled()` turns on low_cpu_mem_usage and ranks other than local rank 0
     build the model on meta (modeling_utils.py `from_pretrained`, `is_local_dist_rank_0`, 4.57).
-    5.x: no - every rank loads the full checkpoint onto the CPU and accelerate moves ranks > 0 to
-    meta only when it prepares the FSDP model (seen on 5.24 with ACCELERATE_USE_FSDP=1
-    FSDP_CPU_RAM_EFFICIENT_LOADING=1 under torchrun, docs/research_checks/hf_fsdp_rank_load_check.py
-    on the research branch; 5.0-5.23 assumed alike).
+    5.x: no - every rank loads the checkpoint, and accelerate moves ranks > 0 to meta only when it
+    prepares the FSDP model (benchmarks/checkpoint_load_rss.py on 5.24 under torchrun with
+    ACCELERATE_USE_FSDP=1 FSDP_CPU_RAM_EFFICIENT_LOADING=1: both ranks hold the weights; 5.0-5.23
+    assumed alike).
     """
     return transformers < "5"
+
+
+def checkpoint_stays_mapped(transformers) -> bool:
+    """Whether weights loaded in the checkpoint's own dtype stay views of the mmap'd safetensors file
+    (page cache: one copy per node, shared by every process that loads it) instead of anonymous copies.
+
+    5.x: yes - benchmarks/checkpoint_load_rss.py on 5.24: a 509 MiB bf16 checkpoint loaded as bf16
+    grows each of 2 ranks' RssFile by 602 MiB and RssAnon by 141 MiB (the imports); loaded as fp32
+    (a conversion) RssAnon grows by 1143 MiB per rank. 4.x: no - `_load_state_dict_into_meta_model`
+    copies every tensor into the model's parameters (modeling_utils.py, 4.57).
+    """
+    return transformers >= "5"
 
 
 def trainer_default_optimizer(transformers, torch) -> str:
