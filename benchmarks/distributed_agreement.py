@@ -38,7 +38,7 @@ def point(job: tuple[str, str, int, str]) -> dict:
 
     name, method, gpus, wrap = job
     model, gpu, run = get_model(name), get_gpu("h200"), make_run(**METHODS[method], **SIZE)
-    parallel = make_parallel(gpus=gpus, strategy="fsdp", fsdp_version=2)
+    parallel = make_parallel(gpus=gpus, strategy="fsdp", fsdp_version=2, fsdp_wrap="decoder-layer")
     started = time.perf_counter()
     simulated = simulate_ranks(model, gpu, run, parallel, wrap_policy=wrap).worst_rank
     seconds = time.perf_counter() - started
@@ -90,7 +90,7 @@ def main() -> int:
     parser.add_argument("--models", help="comma-separated catalog names (default: every distinct dense model)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated: full, lora")
     parser.add_argument("--gpus", default="2,4,8", help="comma-separated GPU counts N")
-    parser.add_argument("--wrap", default="accelerate", choices=("accelerate", "layers-and-root"),
+    parser.add_argument("--wrap", default="accelerate", choices=("accelerate", "accelerate-peft", "layers-and-root"),
                         help="the simulated FSDP2 units: accelerate 1.16's (default) or every layer and the root")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--explain", action="store_true", help="print category gaps for points over the target")

@@ -239,3 +239,19 @@ def test_extrapolation_follows_the_moment_that_peaks_at_full_depth(wrap_policy):
         wrapper = Fsdp2Wrapper(mesh, run, dtypes, wrap_policy)
         direct, _ = _fold_positions(_simulate_layers(model, get_gpu("h200"), run, dtypes, 32, wrapper=wrapper), {})
     assert extrapolated.phase_peaks == direct.phase_peaks
+
+
+def test_peft_policy_under_fsdp2_leaves_every_layer_in_the_root_unit():
+    """accelerate 1.16's FSDP2 path ignores peft's `_or_policy` (the Trainer's policy for a peft model):
+    no decoder layer is its own unit, so the whole base is gathered in forward, beside its flat all-gather output."""
+    run = make_run(**RUNS["lora"])
+    whole_base = sum(math.prod(s) * 2 for s, _, lora in parameter_shapes("lora") if not lora)  # bf16
+    layered = simulate_ranks(TINY, GPU, run, fsdp2(4)).ranks[0].phase_categories["forward"]
+    rooted = simulate_ranks(TINY, GPU, run, fsdp2(4), wrap_policy="accelerate-peft").ranks[0].phase_categories["forward"]
+    assert layered["gathered_parameters"] < whole_base <= rooted["gathered_parameters"]
+
+
+def test_lora_layers_as_their_own_units_are_refused():
+    with pytest.raises(InputError, match="fsdp_wrap"):
+        simulate_ranks(TINY, GPU, make_run(**RUNS["lora"]),
+                       make_parallel(gpus=2, strategy="fsdp", fsdp_version=2, fsdp_wrap="decoder-layer+lora"))

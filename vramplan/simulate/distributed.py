@@ -52,8 +52,13 @@ from vramplan.simulate.engine import SimulationResult, simulate
 from vramplan.simulate.hf_build import TORCH_DTYPES, decoder_layers
 
 SUPPORTED_METHODS = ("full", "lora", "qlora")
-WRAP_POLICIES = ("accelerate", "layers-and-root")
+WRAP_POLICIES = ("accelerate", "accelerate-peft", "layers-and-root")
 """accelerate: accelerate 1.16's units (layers, the embedding, the [norm, lm_head] tail, the root);
+accelerate-peft: what accelerate 1.16 makes of peft's `fsdp_auto_wrap_policy`, which transformers'
+Trainer sets for a peft model (distributed/fsdp.py `update_fsdp_plugin_peft`): FSDP2 wraps by
+transformer_auto_wrap_policy or size_based_auto_wrap_policy only, and peft's `_or_policy` is neither,
+so `fsdp2_prepare_auto_wrap_policy` returns None and no decoder layer gets its own unit: the root
+holds every layer, gathered from the start of forward to the end of backward;
 layers-and-root: `fully_shard` on every decoder layer and then the model (the root keeps the
 embeddings, final norm and lm_head, unsharded from forward to the end of backward)."""
 
@@ -99,8 +104,9 @@ def check_supported(model_spec, gpu_spec, run, parallel) -> None:
         raise InputError("tensor_parallel", "the distributed simulator runs data-parallel FSDP2 only (T = 1)")
     if parallel.offload != "none":
         raise InputError("offload", "the distributed simulator runs FSDP2 without CPU offload only")
-    if parallel.fsdp_wrap != "decoder-layer":
-        raise InputError("fsdp_wrap", "the distributed simulator wraps each decoder layer (accelerate's policy) only")
+    if parallel.fsdp_wrap not in (None, "decoder-layer"):
+        raise InputError("fsdp_wrap", "the distributed simulator makes decoder layers the units (wrap policies: "
+                                      f"{', '.join(WRAP_POLICIES)}); LoRA layers as their own units are not simulated")
     if run.method not in SUPPORTED_METHODS:
         raise InputError("method", f"the distributed simulator trains {' or '.join(SUPPORTED_METHODS)} on a 16-bit "
                                    f"or fp32 base (got {run.method}); plan it analytically")
@@ -208,9 +214,10 @@ class Fsdp2Wrapper:
         packed = {p for p in hf_model.parameters() if not p.is_floating_point() and not p.requires_grad}
         if packed:
             kwargs["ignored_params"] = packed
-        for layer in decoder_layers(hf_model):
-            fully_shard(layer, **kwargs)
-        if self.wrap_policy == "accelerate":
+        if self.wrap_policy != "accelerate-peft":
+            for layer in decoder_layers(hf_model):
+                fully_shard(layer, **kwargs)
+        if self.wrap_policy.startswith("accelerate"):
             embed, head = hf_model.get_input_embeddings(), hf_model.get_output_embeddings()
             tied = embed.weight is head.weight
             if not tied:
