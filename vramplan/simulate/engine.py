@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 
@@ -69,24 +70,31 @@ class _Raw:
     paged: int
 
 
-def simulate(model_spec, gpu_spec, run) -> SimulationResult:
-    """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 2 and 3 decoder layers."""
+def simulate(model_spec, gpu_spec, run, *, wrapper=None) -> SimulationResult:
+    """Simulate `run` of `model_spec` on `gpu_spec`; extrapolate from 2 and 3 decoder layers.
+
+    `wrapper` (optional) turns the step into one rank's step of a distributed run: its
+    `wrap(hf_model)` runs after the method's preparation (e.g. FSDP2's `fully_shard`), its
+    `watch(tracker)` context manager is open around the step and its `first_linear_layers` says
+    from how many layers on every phase grows linearly (`vramplan.simulate.distributed`)."""
     started = time.perf_counter()
     dtypes = resolve_dtypes(run, gpu_spec, model_spec)
     _check_supported(model_spec, run, dtypes)
+    layers_fn = functools.partial(_simulate_layers, wrapper=wrapper)
     layers = model_spec.num_hidden_layers
-    first = 2  # layer 1 is special (see Scale above): extrapolate from 2 and 3 layers
+    first = 2 if wrapper is None else wrapper.first_linear_layers  # layer 1 is special (see Scale above)
     local = model_spec.sliding_window_layers
     if layers <= first + 1:
-        raw, simulated, per_layer = _simulate_layers(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
+        raw, simulated, per_layer = layers_fn(model_spec, gpu_spec, run, dtypes, layers), (layers,), {}
     elif 0 < local < layers:  # local and global layers differ (KV cache, masks): one step of each
-        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local)
-        simulated = (2, 3)
+        raw, per_layer = _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local, layers - local, layers_fn, first)
+        simulated = (first, first + 1)
     else:
-        one = _simulate_layers(model_spec, gpu_spec, run, dtypes, first)
-        two = _simulate_layers(model_spec, gpu_spec, run, dtypes, first + 1)
+        one = layers_fn(model_spec, gpu_spec, run, dtypes, first)
+        two = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1)
         raw, simulated = _extrapolate(one, two, layers, first), (first, first + 1)
         per_layer = {phase: two.phase_peaks[phase] - one.phase_peaks[phase] for phase in one.phase_peaks}
+    raw, per_layer = _fold_positions(raw, per_layer)
     peak_phase = max(raw.phase_peaks, key=raw.phase_peaks.get)
     return SimulationResult(
         model=model_spec.name, gpu=gpu_spec.name, peak_bytes=raw.phase_peaks[peak_phase], peak_phase=peak_phase,
@@ -94,17 +102,19 @@ def simulate(model_spec, gpu_spec, run) -> SimulationResult:
         layers_simulated=simulated, per_layer_bytes=per_layer, seconds=time.perf_counter() - started)
 
 
-def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int):
-    """Sliding-window and global layers (Gemma-2/3) extrapolated separately: from [local, global]
-    one step of each, x = x(2) + (local - 1) (x(+local) - x(2)) + (global - 1) (x(+global) - x(2)).
+def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global_: int, layers_fn, first: int):
+    """Sliding-window and global layers (Gemma-2/3) extrapolated separately: from `first` layers
+    alternating [local, global, ...] (l0 local and g0 global ones) one step of each,
+    x = x(first) + (local - l0) (x(+local) - x(first)) + (global - g0) (x(+global) - x(first)).
     Two and three layers of the default pattern would all be local for Gemma-3 (5 local : 1 global)."""
-    base_types = ["sliding_attention", "full_attention"]
-    base = _simulate_layers(model_spec, gpu_spec, run, dtypes, 2, base_types)
-    plus_local = _simulate_layers(model_spec, gpu_spec, run, dtypes, 3, base_types + ["sliding_attention"])
-    plus_global = _simulate_layers(model_spec, gpu_spec, run, dtypes, 3, base_types + ["full_attention"])
+    base_types = (["sliding_attention", "full_attention"] * first)[:first]
+    base_local = base_types.count("sliding_attention")
+    base = layers_fn(model_spec, gpu_spec, run, dtypes, first, base_types)
+    plus_local = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1, base_types + ["sliding_attention"])
+    plus_global = layers_fn(model_spec, gpu_spec, run, dtypes, first + 1, base_types + ["full_attention"])
 
     def line(a: int, b: int, c: int) -> int:
-        return a + (local - 1) * (b - a) + (global_ - 1) * (c - a)
+        return a + (local - base_local) * (b - a) + (global_ - (first - base_local)) * (c - a)
 
     peaks = {phase: line(base.phase_peaks[phase], plus_local.phase_peaks[phase], plus_global.phase_peaks[phase])
              for phase in base.phase_peaks}
@@ -115,6 +125,22 @@ def _simulate_mixed_layers(model_spec, gpu_spec, run, dtypes, local: int, global
                                         plus_global.phase_categories[phase].get(name, 0)) for name in sorted(names)}
     per_layer = {phase: plus_local.phase_peaks[phase] - base.phase_peaks[phase] for phase in base.phase_peaks}
     return _Raw(peaks, categories, line(base.paged, plus_local.paged, plus_global.paged)), per_layer
+
+
+def _fold_positions(raw: _Raw, per_layer: dict[str, int]) -> tuple[_Raw, dict[str, int]]:
+    """Parts of a phase (`phase@position`, a wrapper's split: `distributed.layer_positions`) folded
+    into the phase: its peak is the largest part's, with that part's live set. Extrapolated part by
+    part before this, since each part, not their maximum, grows linearly with depth."""
+    if not any("@" in phase for phase in raw.phase_peaks):
+        return raw, per_layer
+    peaks, categories, slopes = {}, {}, {}
+    for part, peak in raw.phase_peaks.items():
+        phase = part.split("@")[0]
+        if phase not in peaks or peak > peaks[phase]:
+            peaks[phase], categories[phase] = peak, raw.phase_categories[part]
+            if part in per_layer:
+                slopes[phase] = per_layer[part]
+    return _Raw(peaks, categories, raw.paged), slopes
 
 
 def _extrapolate(one: _Raw, two: _Raw, layers: int, first: int = 1) -> _Raw:
@@ -147,16 +173,19 @@ def _check_supported(model_spec, run, dtypes) -> None:
                                   "bitsandbytes >= 0.43.2, non-reentrant checkpointing); plan older stacks analytically")
 
 
-def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types=None) -> _Raw:
+def _simulate_layers(model_spec, gpu_spec, run, dtypes, layers: int, layer_types=None, wrapper=None) -> _Raw:
     with FakeTensorMode(), arch.cuda_like_kernels(), _no_grad_unless(run.trains):
         hf_model = arch.build_model(model_spec, layers, run, dtypes, layer_types)
         prepare(hf_model, model_spec, run, dtypes)
+        if wrapper is not None:
+            wrapper.wrap(hf_model)
         tracker = AllocationTracker()
         _register_parameters(tracker, hf_model)
-        if run.trains:
-            _training_step(tracker, hf_model, run, dtypes)
-        else:
-            _inference_step(tracker, hf_model, model_spec, run, dtypes)
+        with wrapper.watch(tracker) if wrapper is not None else contextlib.nullcontext():
+            if run.trains:
+                _training_step(tracker, hf_model, run, dtypes)
+            else:
+                _inference_step(tracker, hf_model, model_spec, run, dtypes)
     workspace = gpu_spec.cublas_workspace_bytes
     peaks = {phase: peak.bytes + workspace for phase, peak in tracker.peaks.items()}
     categories = {}

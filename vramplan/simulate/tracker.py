@@ -13,7 +13,7 @@ import itertools
 import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_flatten
 
 from vramplan.memory.xp import ALLOCATOR_BLOCK_BYTES
@@ -64,7 +64,12 @@ class AllocationTracker(TorchDispatchMode):
 
     # -- recording -------------------------------------------------------------------------
     def track(self, tensor: torch.Tensor, category: str | None = None) -> Allocation | None:
-        """Record `tensor`'s storage if new; return its Allocation (new or existing)."""
+        """Record `tensor`'s storage if new; return its Allocation (new or existing). A wrapper
+        subclass (a DTensor) holds no storage itself: its inner (local) tensor is recorded."""
+        if is_traceable_wrapper_subclass(tensor):
+            inner = [getattr(tensor, name) for name in tensor.__tensor_flatten__()[0]]
+            found = [self.track(t, category) for t in inner if isinstance(t, torch.Tensor)]
+            return found[0] if found else None
         storage = tensor.untyped_storage()
         key = storage._cdata
         found = self.live.get(key)
@@ -74,7 +79,7 @@ class AllocationTracker(TorchDispatchMode):
         origin = f"{self._op} {tuple(tensor.shape)} {str(tensor.dtype).removeprefix('torch.')}"
         alloc = Allocation(next(self._serials), nbytes, category or self.category, origin)
         self.live[key] = alloc
-        weakref.finalize(storage, self._free, key, alloc)
+        weakref.finalize(storage, self._free, key, alloc.serial)
         if alloc.category not in UNCOUNTED:
             self.current += nbytes
             self._raise_peak()
@@ -90,12 +95,34 @@ class AllocationTracker(TorchDispatchMode):
             self.current -= alloc.nbytes
         alloc.category = category
 
-    def _free(self, key: int, alloc: Allocation) -> None:
-        if self.live.get(key) is not alloc:
+    def resized(self, tensor: torch.Tensor) -> None:
+        """`tensor`'s storage was resized in place (FSDP2 frees and re-allocates its unsharded
+        parameters with `untyped_storage().resize_`, `_fsdp_param.free_storage`/`alloc_storage`):
+        count its new size. No op reaches the dispatch mode for a storage resize. The storage gets
+        a new Allocation (same serial) so that the live sets already snapshotted keep the old size."""
+        key = tensor.untyped_storage()._cdata
+        old = self.track(tensor)
+        nbytes = cuda_block_bytes(tensor.untyped_storage().nbytes())
+        if nbytes == old.nbytes:
             return
+        counted = old.category not in UNCOUNTED
+        if counted and nbytes < old.nbytes:
+            self._snapshot_if_pending()
+        self.live[key] = Allocation(old.serial, nbytes, old.category, old.origin)
+        if counted:
+            self.current += nbytes - old.nbytes
+            self._raise_peak()
+
+    def _snapshot_if_pending(self) -> None:
         if self._pending_snapshot:
             self.peaks[self.phase].snapshot = list(self.live.values())
             self._pending_snapshot = False
+
+    def _free(self, key: int, serial: int) -> None:
+        alloc = self.live.get(key)
+        if alloc is None or alloc.serial != serial:
+            return
+        self._snapshot_if_pending()
         del self.live[key]
         if alloc.category not in UNCOUNTED:
             self.current -= alloc.nbytes
@@ -116,9 +143,7 @@ class AllocationTracker(TorchDispatchMode):
         self.peaks[name] = PhasePeak(self.current, self.live.values())
 
     def _close_phase(self) -> None:
-        if self._pending_snapshot:
-            self.peaks[self.phase].snapshot = list(self.live.values())
-            self._pending_snapshot = False
+        self._snapshot_if_pending()
 
     def stop(self) -> None:
         self._close_phase()
