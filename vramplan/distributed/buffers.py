@@ -56,8 +56,8 @@ def bucket_terms(parallel: ParallelConfig, model, dtypes, trainable_grad_terms, 
         n = parallel.shard_count
         layer = []
         if sizes.layer_trainable:
-            layer = [term("reduce-scatter input (one layer's gradients) and the one kept in flight", "inputs x elements x R",
-                          (("inputs", 2), ("elements", sizes.layer_trainable), ("R", grad16)), _SOURCE_FSDP),
+            layer = [term("reduce-scatter input (one layer's gradients)", "elements x R",
+                          (("elements", sizes.layer_trainable), ("R", grad16)), _SOURCE_FSDP),
                      term("reduce-scatter output (1/N of the input)", "elements x R / N",
                           (("elements", sizes.layer_trainable), ("R", grad16), ("ranks", n)), _SOURCE_FSDP,
                           rounding="shard")]

@@ -71,8 +71,16 @@ def rank_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paralle
         if parallel.offload == "params":
             phases, host_per_rank = _fsdp_offload(phases)
     grad_terms = phases.get("optimizer", {}).get("gradients", [])
+    fsdp2_layers = (strategy in FSDP_STRATEGIES and parallel.fsdp_version == 2 and strategy != "fsdp-grad-op"
+                    and sizes is not None)
+    if strategy in FSDP_STRATEGIES and run.trains:
+        phases = _computed_in_gathered_precision(phases, rank_model, gpu, run, dtypes,
+                                                 accumulate_shards=not fsdp2_layers)
     gathered = {}
-    if sizes is not None and strategy in FSDP_STRATEGIES:
+    single_unit = fsdp2_layers and resolved_fsdp_wrap(parallel, run) == "decoder-layer+lora"
+    if single_unit:
+        gathered = {phase: [] for phase in phases}
+    elif sizes is not None and strategy in FSDP_STRATEGIES:
         gathered = units.fsdp_gathered_terms(sizes, rank_model, parallel, dtypes)
     elif sizes is not None and strategy == "zero3":
         gathered = units.zero3_gathered_terms(sizes, rank_model, parallel, dtypes)
@@ -90,6 +98,10 @@ def rank_terms(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Paralle
             comps["gathered_parameters"] = list(gathered.get(phase, []))
         if comm.get(phase):
             comps["comm_buckets"] = list(comm[phase])
+    if fsdp2_layers and resolved_fsdp_wrap(parallel, run) == "decoder-layer":
+        phases = _fsdp2_moments(phases, sizes, rank_model, gpu, run, dtypes)
+    if single_unit:
+        phases = units.choose_moments(phases, units.fsdp2_single_unit_moments(sizes, rank_model))
     divisor = max(1, shares.component_divisor("optimizer_state", parallel))
     return RankTerms(phases=phases, host_per_rank=host_per_rank, nccl_terms=buffers.nccl_buffer_terms(parallel, gpu),
                      dtypes=dtypes, rank_model=rank_model, rank_run=rank_run,
@@ -134,6 +146,64 @@ def rank_roles(parallel: ParallelConfig, breakdown, host_side) -> tuple[RankPlan
 
 
 _SHARD_SOURCE = "vramplan.distributed.shares (strategy table)"
+
+
+def _gathered_run(run: RunConfig) -> RunConfig:
+    """The run as it computes once FSDP has gathered its parameters in the compute dtype (MixedPrecision
+    param_dtype): a mixed-precision full fine-tune computes as a pure 16-bit one - no autocast copies,
+    a 16-bit residual stream, no lm_head cast (vramplan.simulate.distributed: fp32 layer-input
+    checkpoints and the lm_head cast do not exist under FSDP2)."""
+    return run.model_copy(update={"full_precision": "pure"}) if run.method == "full" else run
+
+
+def _computed_in_gathered_precision(phases: dict, rank_model, gpu, run, dtypes, accumulate_shards: bool) -> dict:
+    """Activations and logits from the gathered-precision run; parameters, gradients and state as stored.
+    The lm_head gradient is the tail unit's unsharded gradient (units.py), not an fp32 one beside the shards."""
+    gathered_run = _gathered_run(run)
+    if gathered_run is run:
+        return phases
+    computed = phase_terms(rank_model, gpu, gathered_run, resolve_dtypes(gathered_run, gpu, rank_model))
+    out = {}
+    for phase, comps in phases.items():
+        comps = dict(comps)
+        for name in ("activations", "logits_loss"):
+            if name in computed.get(phase, {}):
+                comps[name] = computed[phase][name]
+        if accumulate_shards and phase == "layer_backward" and "backward_end" in phases:  # shards accumulate
+            comps["gradients"] = list(phases["backward_end"].get("gradients", []))
+        out[phase] = comps
+    return out
+
+
+def _fsdp2_moments(phases: dict, sizes, rank_model, gpu, run, dtypes) -> dict:
+    """FSDP2 with decoder-layer units: each phase's larger moment (units.fsdp2_moment_terms)."""
+    from vramplan.memory import activations, logits
+    from vramplan.memory.terms import term
+
+    gathered_run = _gathered_run(run)
+    gathered_dtypes = resolve_dtypes(gathered_run, gpu, rank_model) if gathered_run is not run else dtypes
+    forward_logits, backward_logits = logits.logits_loss_terms(rank_model, gathered_run, gathered_dtypes,
+                                                               run.micro_batch_size, run.seq_len)
+    moments = units.fsdp2_moment_terms(sizes, rank_model, run, dtypes, run.micro_batch_size, run.seq_len,
+                                       forward_logits, backward_logits)
+    incoming = activations.incoming_gradient_per_token(rank_model, gathered_dtypes)
+    incoming_terms = [term("the first layer's incoming gradient", "B/token x b x s",
+                           (("B/token", incoming), ("b", run.micro_batch_size), ("s", run.seq_len)),
+                           "activations.incoming_gradient_per_token")] if incoming else []
+    end = phases.get("backward_end", {})
+    # every gradient shard but the embedding's, which is reduced after the embedding's backward; no
+    # partial gradients of a tied weight beside the shards (they are unsharded, units.py)
+    shards = [item for item in phases.get("optimizer", {}).get("gradients", [])
+              if not item.name.startswith("embed_tokens.weight")]
+    first_layer = {"activations": list(end.get("activations", [])), "gradients": shards, "incoming": incoming_terms}
+    phases = units.fsdp2_phase_terms(phases, moments, first_layer)
+    if "backward_end" in phases:
+        phases["backward_end"]["gradients"] = shards
+    layer_reduce = phases.get("layer_backward", {}).get("comm_buckets", [])[:1]
+    for phase in ("layer_backward", "backward_end"):  # the first layer's reduce-scatter input still in flight
+        if phase in phases and phases[phase].get("comm_buckets"):
+            phases[phase]["comm_buckets"] = list(layer_reduce)
+    return phases
 
 
 def wrapper_run(run: RunConfig, strategy: str) -> RunConfig:
@@ -228,6 +298,11 @@ def rank_notes(model, run, parallel: ParallelConfig, dtypes):
         yield (f"FSDP{parallel.fsdp_version} over {parallel.shard_count} ranks, one unit per decoder layer "
                f"(mixed precision: parameters gathered in {dtypes.compute}), backward prefetch "
                f"{'on' if parallel.resolved_backward_prefetch else 'off'}")
+        if (parallel.fsdp_version == 2 and strategy != "fsdp-grad-op"
+                and resolved_fsdp_wrap(parallel, run) == "decoder-layer+lora"):
+            yield ("FSDP2 under transformers' Trainer with a peft model: accelerate 1.16 does not apply peft's wrap "
+                   "policy, so the whole model is one unit, gathered whole from forward to backward; with decoder-layer "
+                   "units (--fsdp-wrap decoder-layer: wrap the model yourself, e.g. fully_shard per layer) it shards")
         if fsdp1_whole_unit_gradients(run, parallel, dtypes):
             yield ("FSDP1 with LoRA inside decoder-layer units (use_orig_params): each unit's gradient spans its frozen "
                    "weights too; --fsdp-wrap decoder-layer+lora gives LoRA layers their own units")

@@ -50,11 +50,17 @@ class UnitSizes:
     """Bytes of one decoder layer and of the root when gathered, and their trainable elements."""
 
     layer_bytes: int
-    root_bytes: int
+    root_bytes: int  # embedding + tail (final norm, lm_head)
     layer_trainable: int
     root_trainable: int
     largest_module: int  # elements of the largest single module (DeepSpeed's largest_layer_params)
     largest_trainable: int  # elements of it that train
+    embedding_bytes: int = 0  # the token embedding gathered (its own FSDP2 unit under accelerate; 0 when tied)
+
+    @property
+    def tail_bytes(self) -> int:
+        """The final norm and lm_head (with the embedding when tied): accelerate's FSDP2 tail unit."""
+        return self.root_bytes - self.embedding_bytes
 
 
 def _layers(model, count: int):
@@ -94,7 +100,9 @@ def unit_sizes(model, run, dtypes, base_weight_terms) -> UnitSizes:
     embedding = model.vocab_size * model.hidden_size
     largest = max([embedding, *modules])
     largest_trainable = largest if run.method == "full" else 0
-    return UnitSizes(layer_bytes, root_bytes, layer_trainable, root_trainable, largest, largest_trainable)
+    embedding_bytes = 0 if model.tie_word_embeddings else embedding * gather
+    return UnitSizes(layer_bytes, root_bytes, layer_trainable, root_trainable, largest, largest_trainable,
+                     embedding_bytes)
 
 
 def with_whole_unit_gradients(sizes: UnitSizes, dtypes) -> UnitSizes:
@@ -174,3 +182,139 @@ def persistent_elements(model, parallel: ParallelConfig, moe_experts: str) -> in
     on every rank (deepspeed/runtime/zero/parameter_offload.py, `persistent_parameters`)."""
     threshold = resolved_bucket(parallel, "stage3_param_persistence_threshold", model.hidden_size)
     return sum(g.numel * g.count for g in parameters.all_parameter_groups(model, moe_experts) if g.numel < threshold)
+
+
+_SOURCE_FSDP2 = ("torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py (torch 2.13); units as accelerate 1.16 "
+                 "fsdp2_prepare_model wraps them; vramplan.simulate.distributed")
+
+
+def fsdp2_moment_terms(sizes: UnitSizes, model, run, dtypes, batch: int, seq: int, logits_fwd: list,
+                       logits_bwd: list) -> dict[str, list[tuple[list, list]]]:
+    """FSDP2's phase peaks as alternative moments, each (gathered terms, logits terms); the phase takes the
+    larger moment (`fsdp2_phase_terms`). Units as accelerate 1.16 builds them: every decoder layer, the
+    embedding (resharded after forward), and the tail - final norm and lm_head, with the embedding when
+    tied - which stays gathered from its forward to its backward. L = a layer, E = the embedding,
+    T = the tail, in the compute dtype; the simulator (vramplan.simulate.distributed) finds:
+    - forward: the last layer's copy-out - its unsharded parameters and two flat all-gather outputs,
+      3L (+ T when tied, the tail then holding the embedding) - or the head: the tail unsharded and
+      its flat output (2T; tied: T + L) beside the logits;
+    - loss_backward: the tail beside the cross-entropy backward, or the lm_head backward: the tail,
+      the last layer prefetched (L), the logits' gradient and, when the head trains, its unsharded
+      gradient;
+    - layer_backward: a layer and the next prefetched (2L) with the layer's unsharded gradients, at the
+      last layer (its activations) or the first (the gradient shards all reduced); tied, the tail too,
+      gathered until the embedding's backward;
+    - backward_end: the embedding's copy-out at the end of backward, 2E; tied, the tail is gathered again
+      for the embedding's backward (2T) beside, when it trains, the weight's two unsharded gradients and their sum.
+    """
+    c = DTYPE_BYTES[dtypes.compute]
+    L, E, T = sizes.layer_bytes, sizes.embedding_bytes, sizes.tail_bytes
+    tied = model.tie_word_embeddings
+
+    def gathered(name, formula, factors):
+        return term(name, formula, factors, _SOURCE_FSDP2)
+
+    last_layer = [gathered("the last layer's copy-out: unsharded parameters and two flat all-gather outputs"
+                           + (", and the tail (with the tied embedding)" if tied else ""),
+                           "3 x L" + (" + T" if tied else ""), (("units", 3), ("B/unit", L)))]
+    if tied:
+        last_layer.append(gathered("the tail unit, gathered", "T", (("B", T),)))
+    head_forward = ([gathered("the tail unit (final norm, lm_head) and its flat all-gather output", "2 x T",
+                              (("units", 2), ("B/unit", T)))] if not tied else
+                    [gathered("the tail unit (with the tied embedding) and the last layer's flat output", "T + L",
+                              (("B", T + L),))])
+    logits_grad = [term("logits gradient (lm_head backward)", "C x b x s x V",
+                        (("C", c), ("b", batch), ("s", seq), ("V", model.vocab_size)), "torch.nn.functional.linear backward")]
+    tail = [gathered("the tail unit, gathered", "T", (("B", T),))]
+    head_backward = [gathered("the tail unit and the last layer prefetched", "T + L", (("B", T + L),))]
+    embedding_trainable = model.vocab_size * model.hidden_size if run.method == "full" and not tied else 0
+    tail_trainable = sizes.root_trainable - embedding_trainable
+    if tail_trainable:
+        head_backward.append(gathered("the tail's unsharded gradients", "elements x C", (("elements", tail_trainable), ("C", c))))
+    layers = [gathered("a decoder layer and the next one prefetched", "2 x L", (("units", 2), ("B/unit", L)))]
+    if sizes.layer_trainable:
+        layers.append(gathered("the layer's unsharded gradients before reduce-scatter", "elements x C",
+                               (("elements", sizes.layer_trainable), ("C", c))))
+    # tied, the tail unit holds the embedding, whose backward comes last: the unit stays gathered through backward
+    tail_kept = [gathered("the tail unit (with the tied embedding), kept gathered until the embedding's backward", "T",
+                          (("B", T),))] if tied else []
+    if tied:  # the tail holds the embedding: resharded after the lm_head's backward, gathered again for the embedding's
+        end = [gathered("the tail unit (with the tied embedding) gathered again for the embedding's backward", "T",
+                        (("B", T),))]
+        if run.method == "full":
+            end.append(gathered("the tied weight's unsharded gradients: lm_head's (held), the embedding's and their "
+                                "sum (autograd adds out of place)", "3 x V x h x C",
+                                (("grads", 3), ("elements", model.vocab_size * model.hidden_size), ("C", c))))
+    else:
+        end = [gathered("the embedding's copy-out at the end of backward (unsharded + flat output)", "2 x E",
+                        (("units", 2), ("B/unit", E)))]
+    return {"forward": [{"gathered_parameters": last_layer, "logits_loss": []},
+                        {"gathered_parameters": head_forward, "logits_loss": list(logits_fwd)}],
+            "loss_backward": [{"gathered_parameters": tail, "logits_loss": list(logits_bwd)},
+                              {"gathered_parameters": head_backward, "logits_loss": logits_grad}],
+            "layer_backward": [{"gathered_parameters": layers + tail_kept}] + (
+                [{"gathered_parameters": head_backward + [gathered(
+                    "the lm_head's unsharded gradient of the tied weight, held for the embedding's", "V x h x C",
+                    (("elements", model.vocab_size * model.hidden_size), ("C", c)))], "logits_loss": logits_grad,
+                  "activations": "loss_backward"}] if tied and run.method == "full" else []),
+            "backward_end": [{"gathered_parameters": end}],
+            "first_layer_gathered": layers + ([gathered("the tail unit (with the tied embedding) prefetched for the "
+                                                        "embedding's backward", "T", (("B", T),))] if tied else [])}
+
+
+def fsdp2_phase_terms(phases: dict, moments: dict, first_layer: dict) -> dict:
+    """`phases` with each FSDP2 phase set to its largest moment: a moment replaces some components'
+    terms. layer_backward has a second moment, the first layer's backward (`first_layer`: its
+    activations, and every gradient shard reduced by then), which outgrows the last layer's when
+    the gradients are large (full fine-tuning); at the end of backward only the first layer's
+    incoming gradient remains of the activations."""
+    moments = {phase: list(options) for phase, options in moments.items()}
+    first_gathered = moments.pop("first_layer_gathered", None)
+    if "layer_backward" in moments:
+        first = {**moments["layer_backward"][0], **first_layer}
+        if first_gathered is not None:
+            first["gathered_parameters"] = first_gathered
+        moments["layer_backward"].append(first)
+    if "backward_end" in moments:
+        moments["backward_end"] = [{**option, "activations": first_layer.get("incoming", [])}
+                                   for option in moments["backward_end"]]
+    out = {}
+    for phase, comps in phases.items():
+        if phase in moments:
+            options = [{**comps, **{k: (phases[v][k] if isinstance(v, str) else v) for k, v in option.items()
+                                    if k != "incoming"}} for option in moments[phase]]
+            comps = max(options, key=lambda option: sum(total(items) for items in option.values()))
+        out[phase] = dict(comps)
+    return out
+
+
+def fsdp2_single_unit_moments(sizes: UnitSizes, model) -> dict[str, list[dict]]:
+    """FSDP2 under transformers' Trainer with a peft model: the Trainer sets peft's `fsdp_auto_wrap_policy`
+    (a functools.partial of `_or_policy`), which accelerate 1.16's `fsdp2_prepare_model` does not
+    recognise (it knows the transformer and size-based policies), so no decoder layer becomes a unit
+    and the root holds the whole model: gathered whole from forward to the end of backward, and at its
+    copy-out, before any compute, twice (unsharded and the flat all-gather output) (vramplan.simulate.distributed,
+    wrap policy "accelerate-peft": Llama-2-7B LoRA on 8 ranks peaks at 26.4 GiB against 3.0 GiB with
+    decoder-layer units)."""
+    whole = sizes.root_bytes + model.num_hidden_layers * sizes.layer_bytes
+    double = [term("the whole model as one unit at its copy-out, before any compute: unsharded and its flat "
+                   "all-gather output (accelerate FSDP2 with peft's wrap policy)", "2 x B", (("units", 2), ("B", whole)),
+                   _SOURCE_FSDP2)]
+    single = [term("the whole model as one unit, unsharded (accelerate FSDP2 with peft's wrap policy)", "B",
+                   (("B", whole),), _SOURCE_FSDP2)]
+    return {"forward": [{"gathered_parameters": double, "activations": [], "logits_loss": []},
+                        {"gathered_parameters": single}],
+            "loss_backward": [{"gathered_parameters": single}], "layer_backward": [{"gathered_parameters": single}],
+            "backward_end": [{"gathered_parameters": single}]}
+
+
+def choose_moments(phases: dict, moments: dict) -> dict:
+    """`phases` with each phase set to its largest moment (a moment replaces some components' terms)."""
+    out = {}
+    for phase, comps in phases.items():
+        if phase in moments:
+            options = [{**comps, **option} for option in moments[phase]]
+            comps = max(options, key=lambda option: sum(total(items) for items in option.values()))
+        out[phase] = dict(comps)
+    return out
+
