@@ -6,21 +6,18 @@ Gathered parameters are in the wrapper's compute dtype (FSDP MixedPrecision / Mi
 param_dtype, DeepSpeed's 16-bit module); 4-bit codes stay packed (`bnb_4bit_quant_storage`) and
 the quantization state is not gathered (shares.py: it is whole on every rank already).
 
-FSDP (FULL_SHARD, fully_shard), per phase of the step:
-- forward: the root unit - a root is not resharded after forward (FSDP2 `fully_shard`
-  reshard_after_forward None: "False for root modules"; FSDP1 likewise keeps the root) - plus the
-  units in flight while a decoder layer computes, counted at the last layer beside the whole
-  forward's activations (an upper bound: the moment before the loss holds fewer):
-  FSDP2 the layer's unsharded parameters and two flat all-gather outputs (its own and the previous
-  one, kept "to allow for overlap of this copy-out with next all-gather",
-  _fsdp_param_group.py:483-489); FSDP1 the layer's unsharded flat parameter, and the next one with
-  `forward_prefetch`; FSDP1 without `limit_all_gathers` every layer (the CPU may issue every
-  all-gather ahead of compute; the rate limiter caps them at two, _limiter_utils.py).
+FSDP1 (FULL_SHARD), per phase of the step (FSDP2 with decoder-layer units: `fsdp2_moment_terms`,
+checked against torch's fully_shard on a fake process group):
+- forward: the root unit (FSDP1 keeps the root gathered from forward to backward) plus the units
+  in flight while a decoder layer computes, counted at the last layer beside the whole forward's
+  activations (an upper bound: the moment before the loss holds fewer): the layer's unsharded
+  flat parameter, and the next one with `forward_prefetch`; without `limit_all_gathers` every
+  layer (the CPU may issue every all-gather ahead of compute; the rate limiter caps them at two,
+  _limiter_utils.py).
 - loss_backward: the root unit.
-- layer_backward: the root, the layer in backward, the next one when backward prefetch is on (FSDP1
-  BACKWARD_PRE when accelerate's fsdp_backward_prefetch sets it; FSDP2 always: its flat all-gather
-  output until that layer's own copy-out), and the layer's unsharded gradients of its
-  trainable parameters in the compute dtype, before the reduce-scatter.
+- layer_backward: the root, the layer in backward, the next one when backward prefetch is on
+  (BACKWARD_PRE, when accelerate's fsdp_backward_prefetch sets it), and the layer's unsharded
+  gradients of its trainable parameters in the compute dtype, before the reduce-scatter.
 - backward_end: the root and its unsharded gradients (embedding, lm_head when trained).
 - optimizer: nothing gathered.
 SHARD_GRAD_OP keeps every layer unsharded from its forward to its backward: forward,
@@ -126,7 +123,8 @@ def flat_gradient_shard_terms(sizes: UnitSizes, model, parallel: ParallelConfig,
 
 
 def fsdp_gathered_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtypes) -> dict[str, list]:
-    """{phase: [Term]} of FSDP's unsharded units in flight (module docstring)."""
+    """{phase: [Term]} of FSDP1's (and SHARD_GRAD_OP's) unsharded units in flight (module docstring);
+    FSDP2 with decoder-layer units is `fsdp2_moment_terms`."""
     if parallel.shard_count == 1:
         return {}
     grad_bytes = DTYPE_BYTES[dtypes.compute]
@@ -146,10 +144,7 @@ def fsdp_gathered_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtype
         every = every._replace(name="every decoder layer, unsharded until its backward (SHARD_GRAD_OP)")
         return {"forward": [root, every], "loss_backward": [root, every], "layer_backward": [root, every, *layer_grads],
                 "backward_end": [root, *root_grads], "optimizer": [], "generate": []}
-    if parallel.fsdp_version == 2:
-        in_forward = term("a layer's unsharded parameters and two flat all-gather outputs (FSDP2)", "units x B/unit",
-                          (("units", 3), ("B/unit", sizes.layer_bytes)), _SOURCE_FSDP)
-    elif not parallel.limit_all_gathers:
+    if not parallel.limit_all_gathers:
         in_forward = every._replace(name="every decoder layer's all-gather issued ahead (no rate limiter: upper bound)")
     else:
         in_forward = term("decoder-layer units unsharded in forward", "units x B/unit",
@@ -278,14 +273,9 @@ def fsdp2_phase_terms(phases: dict, moments: dict, first_layer: dict) -> dict:
     if "backward_end" in moments:
         moments["backward_end"] = [{**option, "activations": first_layer.get("incoming", [])}
                                    for option in moments["backward_end"]]
-    out = {}
-    for phase, comps in phases.items():
-        if phase in moments:
-            options = [{**comps, **{k: (phases[v][k] if isinstance(v, str) else v) for k, v in option.items()
-                                    if k != "incoming"}} for option in moments[phase]]
-            comps = max(options, key=lambda option: sum(total(items) for items in option.values()))
-        out[phase] = dict(comps)
-    return out
+    resolved = {phase: [{k: (phases[v][k] if isinstance(v, str) else v) for k, v in option.items() if k != "incoming"}
+                        for option in options] for phase, options in moments.items()}  # "loss_backward": its terms
+    return choose_moments(phases, resolved)
 
 
 def fsdp2_single_unit_moments(sizes: UnitSizes, model) -> dict[str, list[dict]]:
