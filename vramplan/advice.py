@@ -92,23 +92,19 @@ def _plan(model, gpu, run):
         return None
 
 
-def _nice_seq(seq_len: int) -> int:
+def nice_seq(seq_len: int) -> int:
     return seq_len - seq_len % SEQ_STEP if seq_len >= SEQ_STEP else seq_len
 
 
-def _seq_floor(seq_len: int) -> int:
+def seq_floor(seq_len: int) -> int:
     """The shortest sequence worth suggesting: cutting more than 4x changes the task, not the budget."""
     return max(min(MIN_SEQ, seq_len - 1), seq_len // 4)
-
-
-def _power_of_two_floor(value: int) -> int:
-    return 1 << (value.bit_length() - 1) if value >= 1 else 0
 
 
 _TRIAL_DIVISOR_LIMIT = 1 << 20
 
 
-def _divisors_below(total: int, below: int) -> list[int]:
+def divisors_below(total: int, below: int) -> list[int]:
     """Divisors of `total` under `below`, largest first, built from its prime factors.
 
     Factors come from trial division by 2 and odd numbers up to 2**20 (what is left above that
@@ -130,7 +126,7 @@ def _divisors_below(total: int, below: int) -> list[int]:
     return sorted((d for d in divisors if d < below), reverse=True)
 
 
-def _largest_fitting(candidates: list, fits) -> list:
+def largest_fitting(candidates: list, fits) -> list:
     """[the first of `candidates` (largest first) for which `fits` holds] by bisection, else [the
     last one]: what `_best_of_kind` would pick from all of them, since memory never decreases as
     the micro-batch grows, in log2(len) plans instead of one plan per candidate."""
@@ -174,7 +170,7 @@ def _batch_changes(model, gpu, run):
         result = _plan(model, gpu, change(new).run)
         return result is not None and result.fits
 
-    return [change(new) for new in _largest_fitting(_divisors_below(effective, batch), fits)]
+    return [change(new) for new in largest_fitting(divisors_below(effective, batch), fits)]
 
 
 def _seq_changes(model, gpu, run):
@@ -183,21 +179,21 @@ def _seq_changes(model, gpu, run):
     seq = run.seq_len
     if seq <= 1:
         return []
-    fitting = _nice_seq(max_seq_len(model, gpu, run, limit=seq - 1))
-    new = fitting if fitting >= _seq_floor(seq) else seq // 2
+    fitting = nice_seq(max_seq_len(model, gpu, run, limit=seq - 1))
+    new = fitting if fitting >= seq_floor(seq) else seq // 2
     what = "prompt" if not run.trains else "training sequences"
     return [_Change(("seq",), f"shorter {what}: {new} tokens (from {seq}; longer samples are truncated)",
                     f"--seq {new}", run.model_copy(update={"seq_len": new}))]
 
 
-def _checkpointing_changes(model, gpu, run):
+def checkpointing_changes(model, gpu, run):
     if not run.trains or run.gradient_checkpointing:
         return []
     return [_Change(("checkpointing",), "gradient checkpointing (recomputes each layer: ~20-30% slower steps)",
                     "--gradient-checkpointing", run.model_copy(update={"gradient_checkpointing": True}))]
 
 
-def _optimizer_changes(model, gpu, run):
+def optimizer_changes(model, gpu, run):
     """Lighter optimizer state, cheapest to the user first (registry order): the entries offered by
     advice whose on-device state ranks below the run's; Adafactor-like entries only for full
     fine-tuning, where the state is of the whole model (for adapters it saves little and changes
@@ -223,12 +219,12 @@ def _kv_cache_changes(model, gpu, run):
 
 
 def _rank_changes(model, gpu, run):
-    from vramplan.solvers import max_lora_rank
+    from vramplan.solvers import max_lora_rank, power_of_two_floor
 
     rank = run.lora_rank
     if not run.uses_lora or rank <= 1:
         return []
-    new = _power_of_two_floor(max_lora_rank(model, gpu, run, limit=rank - 1)) or max(1, rank // 2)
+    new = power_of_two_floor(max_lora_rank(model, gpu, run, limit=rank - 1)) or max(1, rank // 2)
     return [_Change(("rank",), f"LoRA rank {new} (from {rank})", f"--rank {new}",
                     run.model_copy(update={"lora_rank": new}))]
 
@@ -252,7 +248,7 @@ def _targets_changes(model, gpu, run):
     return changes
 
 
-def _chunked_loss_changes(model, gpu, run):
+def chunked_loss_changes(model, gpu, run):
     if not run.trains or run.loss_impl == "chunked":
         return []
     return [_Change(("chunked_loss",),
@@ -292,7 +288,7 @@ def _full_precision_changes(model, gpu, run):
                     "--full-precision pure", run.model_copy(update={"full_precision": "pure"}))]
 
 
-def _method_changes(model, gpu, run):
+def method_changes(model, gpu, run):
     lighter = {"full": "lora", "lora": "qlora"}.get(run.method)
     if lighter is None:
         return []
@@ -349,9 +345,9 @@ def _gpu_changes(model, gpu, run):
 
 
 SINGLE_CHANGES = (
-    _batch_changes, _seq_changes, _checkpointing_changes, _optimizer_changes, _kv_cache_changes, _rank_changes,
-    _targets_changes, _chunked_loss_changes, _kbit_prep_changes, _moe_experts_changes, _full_precision_changes,
-    _method_changes, _model_changes, _gpu_changes,
+    _batch_changes, _seq_changes, checkpointing_changes, optimizer_changes, _kv_cache_changes, _rank_changes,
+    _targets_changes, chunked_loss_changes, _kbit_prep_changes, _moe_experts_changes, _full_precision_changes,
+    method_changes, _model_changes, _gpu_changes,
 )
 
 
@@ -389,8 +385,8 @@ def _best_of_kind(candidates: list[Advice]) -> list[Advice]:
 
 # The cheap changes a combination applies whole; optimizer and targets take their first option.
 _DISCRETE = {
-    "checkpointing": _checkpointing_changes, "optimizer": _optimizer_changes, "kv_cache": _kv_cache_changes,
-    "targets": _targets_changes, "chunked_loss": _chunked_loss_changes, "kbit_prep": _kbit_prep_changes,
+    "checkpointing": checkpointing_changes, "optimizer": optimizer_changes, "kv_cache": _kv_cache_changes,
+    "targets": _targets_changes, "chunked_loss": chunked_loss_changes, "kbit_prep": _kbit_prep_changes,
     "moe_experts": _moe_experts_changes, "full_precision": _full_precision_changes,
 }
 
@@ -413,20 +409,20 @@ def _strongest(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
 
 def _solved(kind: str, model, gpu, run) -> tuple[RunConfig, str, str] | None:
     """Seq or rank lowered to the largest value that fits with the other changes applied."""
-    from vramplan.solvers import max_lora_rank, max_seq_len
+    from vramplan.solvers import max_lora_rank, max_seq_len, power_of_two_floor
 
     try:
         if kind == "rank":
             if not run.uses_lora or run.lora_rank <= 1:
                 return None
             # Solved when it alone closes the gap, else a 4x cut so a shorter sequence can close it.
-            new = _power_of_two_floor(max_lora_rank(model, gpu, run, limit=run.lora_rank - 1))
+            new = power_of_two_floor(max_lora_rank(model, gpu, run, limit=run.lora_rank - 1))
             new = new or max(1, run.lora_rank // 4)
             return run.model_copy(update={"lora_rank": new}), f"LoRA rank {new}", f"--rank {new}"
         if run.seq_len <= MIN_SEQ:
             return None
-        new = _nice_seq(max_seq_len(model, gpu, run, limit=run.seq_len - 1))
-        if new < _seq_floor(run.seq_len):
+        new = nice_seq(max_seq_len(model, gpu, run, limit=run.seq_len - 1))
+        if new < seq_floor(run.seq_len):
             return None
         return run.model_copy(update={"seq_len": new}), f"seq {new}", f"--seq {new}"
     except InputError:
@@ -534,7 +530,7 @@ def advise(model: ModelSpec, gpu: GPUSpec, run: RunConfig, limit: int = 8) -> li
 
 def spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown | None = None) -> list[Advice]:
     """For a run that fits: how far batch, sequence and rank can grow, and checkpointing off if it fits."""
-    from vramplan.solvers import describe_rounded, max_lora_rank, max_micro_batch, max_seq_len
+    from vramplan.solvers import describe_rounded, max_lora_rank, max_micro_batch, max_seq_len, power_of_two_floor
 
     base = base or _plan(model, gpu, run)
     hints = []
@@ -550,7 +546,7 @@ def spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, base: Breakdown |
                              f"--seq {seq}", run.model_copy(update={"seq_len": seq})))
     if run.uses_lora:
         exact_rank = max_lora_rank(model, gpu, run)
-        rank = _power_of_two_floor(exact_rank)
+        rank = power_of_two_floor(exact_rank)
         if rank > run.lora_rank:
             shown = describe_rounded(rank, exact_rank, "power of two")
             hints.append(_Change(("rank",), f"LoRA rank up to {shown} fits (from {run.lora_rank})",

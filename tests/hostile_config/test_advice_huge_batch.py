@@ -8,14 +8,14 @@ import sys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vramplan.advice import _divisors_below, advise
+from vramplan.advice import divisors_below, advise
 from vramplan.catalog import get_model
 from vramplan.estimate import make_run
 from vramplan.gpus import get_gpu
 
 
 def test_divisors_of_two_to_the_31_come_back_within_5_seconds():
-    code = "from vramplan.advice import _divisors_below as d; print(len(d(2**31, 2**31)), d(3 * 2**31, 2**31)[0])"
+    code = "from vramplan.advice import divisors_below as d; print(len(d(2**31, 2**31)), d(3 * 2**31, 2**31)[0])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=5)
     assert result.stdout.split() == ["31", str(3 * 2**29)]
 
@@ -23,12 +23,12 @@ def test_divisors_of_two_to_the_31_come_back_within_5_seconds():
 @settings(max_examples=200, deadline=None)
 @given(total=st.integers(1, 5000), below=st.integers(1, 5001))
 def test_divisors_below_are_every_divisor_under_the_bound_largest_first(total, below):
-    assert _divisors_below(total, below) == [d for d in range(min(total, below - 1), 0, -1) if total % d == 0]
+    assert divisors_below(total, below) == [d for d in range(min(total, below - 1), 0, -1) if total % d == 0]
 
 
 def test_a_large_prime_effective_batch_is_factored_within_5_seconds():
     # 2**61 - 1 is a Mersenne prime: trial division stops at 2**20 and keeps it as one factor
-    code = "from vramplan.advice import _divisors_below as d; p = 2**61 - 1; print(d(p * 6, p))"
+    code = "from vramplan.advice import divisors_below as d; p = 2**61 - 1; print(d(p * 6, p))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=5)
     assert result.stdout.strip() == "[6, 3, 2, 1]"
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vramplan.advice import (COSTS, _checkpointing_changes, _chunked_loss_changes, _divisors_below, _largest_fitting,
-                             _method_changes, _nice_seq, _optimizer_changes, _power_of_two_floor, _seq_floor)
+from vramplan.advice import (COSTS, checkpointing_changes, chunked_loss_changes, divisors_below, largest_fitting,
+                             method_changes, nice_seq, optimizer_changes, seq_floor)
 from vramplan.distributed.comm_volume import CommVolume, comm_volume
+from vramplan.solvers import power_of_two_floor
 from vramplan.distributed.solve import (GPUS_PER_NODE, Layout, fewest_gpus, fewest_tensor_parallel, max_per_rank,
                                         ranked_strategies)
 from vramplan.errors import InputError
@@ -176,14 +177,14 @@ def _batch_change(model, gpu, run, parallel, margin_bytes):
     return [(("batch",), f"micro-batch {new} x gradient accumulation {effective // new} per rank "
                          f"(same effective batch {effective} per rank)",
              f"--batch {new} --accum {effective // new}", changed(new))
-            for new in _largest_fitting(_divisors_below(effective, batch), fits)]
+            for new in largest_fitting(divisors_below(effective, batch), fits)]
 
 
 def _seq_change(model, gpu, run, parallel, margin_bytes):
     if run.seq_len <= 1:
         return []
-    fitting = _nice_seq(max_per_rank("seq", model, gpu, run, parallel, limit=run.seq_len - 1, margin_bytes=margin_bytes))
-    new = fitting if fitting >= _seq_floor(run.seq_len) else run.seq_len // 2
+    fitting = nice_seq(max_per_rank("seq", model, gpu, run, parallel, limit=run.seq_len - 1, margin_bytes=margin_bytes))
+    new = fitting if fitting >= seq_floor(run.seq_len) else run.seq_len // 2
     return [(("seq",), f"shorter training sequences: {new} tokens (from {run.seq_len})", f"--seq {new}",
              run.model_copy(update={"seq_len": new}))]
 
@@ -192,7 +193,7 @@ def _rank_lowered(model, gpu, run, parallel, margin_bytes):
     if not run.uses_lora or run.lora_rank <= 1:
         return []
     exact = max_per_rank("rank", model, gpu, run, parallel, limit=run.lora_rank - 1, margin_bytes=margin_bytes)
-    new = _power_of_two_floor(exact) or max(1, run.lora_rank // 2)
+    new = power_of_two_floor(exact) or max(1, run.lora_rank // 2)
     return [(("rank",), f"LoRA rank {new} (from {run.lora_rank})", f"--rank {new}",
              run.model_copy(update={"lora_rank": new}))]
 
@@ -204,8 +205,8 @@ def _from_advice(maker):
     return changes
 
 
-RANK_CHANGES = (_batch_change, _seq_change, _from_advice(_checkpointing_changes), _from_advice(_optimizer_changes),
-                _from_advice(_chunked_loss_changes), _rank_lowered, _from_advice(_method_changes))
+RANK_CHANGES = (_batch_change, _seq_change, _from_advice(checkpointing_changes), _from_advice(optimizer_changes),
+                _from_advice(chunked_loss_changes), _rank_lowered, _from_advice(method_changes))
 _DISCRETE_KINDS = ("checkpointing", "optimizer", "chunked_loss")
 
 
@@ -256,9 +257,9 @@ def _combination(model, gpu, run, parallel, chosen, base_peak, margin_bytes) -> 
         flags.append(f"--batch 1 --accum {effective}")
         kinds.append("batch")
     if not ranks_fit(_plan(model, gpu, changed, parallel, margin_bytes)):
-        seq = _nice_seq(max_per_rank("seq", model, gpu, changed, parallel, limit=changed.seq_len - 1,
+        seq = nice_seq(max_per_rank("seq", model, gpu, changed, parallel, limit=changed.seq_len - 1,
                                      margin_bytes=margin_bytes)) if changed.seq_len > 1 else 0
-        if seq < _seq_floor(run.seq_len):
+        if seq < seq_floor(run.seq_len):
             return None
         changed = changed.model_copy(update={"seq_len": seq})
         texts.append(f"seq {seq}")
@@ -292,7 +293,7 @@ def rank_spare_room(model: ModelSpec, gpu: GPUSpec, run: RunConfig, parallel: Pa
     if run.uses_lora:
         exact_rank = max_per_rank("rank", model, gpu, run, parallel, limit=DEFAULT_LIMITS["rank"],
                                   margin_bytes=margin_bytes)
-        rank = _power_of_two_floor(exact_rank)
+        rank = power_of_two_floor(exact_rank)
         if rank > run.lora_rank:
             shown = describe_rounded(rank, exact_rank, "power of two")
             hints.append((("rank",), f"LoRA rank up to {shown} fits (from {run.lora_rank})", f"--rank {rank}",
