@@ -28,6 +28,7 @@ buffers the code allocates instead and does not apply it (the README's DeepSpeed
 """
 from __future__ import annotations
 
+from vramplan.distributed.deepspeed_states import SUB_GROUP_SIZE
 from vramplan.memory import parameters
 from vramplan.memory.terms import as_dict, term, total
 from vramplan.specs.cluster import HostMemory
@@ -35,7 +36,6 @@ from vramplan.specs.parallel import ParallelConfig
 
 NVME_PARAM_BUFFERS = (5, 100_000_000)  # offload_config.py DeepSpeedZeroOffloadParamConfig buffer_count, buffer_size
 NVME_OPTIMIZER_BUFFERS = 4  # DeepSpeedZeroOffloadOptimizerConfig buffer_count
-SUB_GROUP_SIZE = 1_000_000_000  # zero/config.py sub_group_size
 _SOURCE = "vramplan.distributed.host (module docstring)"
 
 

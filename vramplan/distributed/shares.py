@@ -27,7 +27,6 @@ from vramplan.specs.parallel import ParallelConfig
 
 PARAMETER_COMPONENTS = ("quantized_weights", "float_weights", "lora_adapters")
 OPTIMIZER_COMPONENTS = ("optimizer_state", "optimizer_step_temp")
-REPLICATED_ALWAYS = ("quant_state", "cublas_workspace")
 
 _PARAMETERS_SHARDED = ("fsdp", "fsdp-grad-op", "fsdp-hybrid", "zero3")
 _GRADIENTS_SHARDED = ("zero2", *_PARAMETERS_SHARDED)

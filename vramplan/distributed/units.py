@@ -172,13 +172,6 @@ def zero3_gathered_terms(sizes: UnitSizes, model, parallel: ParallelConfig, dtyp
             "optimizer": [], "generate": []}
 
 
-def persistent_elements(model, parallel: ParallelConfig, moe_experts: str) -> int:
-    """ZeRO-3 keeps every parameter with fewer than stage3_param_persistence_threshold elements whole
-    on every rank (deepspeed/runtime/zero/parameter_offload.py, `persistent_parameters`)."""
-    threshold = resolved_bucket(parallel, "stage3_param_persistence_threshold", model.hidden_size)
-    return sum(g.numel * g.count for g in parameters.all_parameter_groups(model, moe_experts) if g.numel < threshold)
-
-
 _SOURCE_FSDP2 = ("torch/distributed/fsdp/_fully_shard/_fsdp_param_group.py (torch 2.13); units as accelerate 1.16 "
                  "fsdp2_prepare_model wraps them; vramplan.simulate.distributed")
 
